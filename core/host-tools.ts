@@ -1,0 +1,42 @@
+/**
+ * Host programs that qwamos-build runs, with the Debian 12 package that
+ * provides each one. `doctor` reports this table and `runTool` uses it to
+ * name the package when a program is missing.
+ */
+
+export interface HostTool {
+  /** Program name as found on PATH. */
+  command: string;
+  /** Debian package that installs it. */
+  debianPackage: string;
+  /** Arguments that make the program print its version. */
+  versionArgs: string[];
+  /** What the build uses it for. */
+  purpose: string;
+}
+
+export const HOST_TOOLS: readonly HostTool[] = [
+  { command: 'apt-get', debianPackage: 'apt', versionArgs: ['--version'], purpose: 'download pinned Debian packages' },
+  { command: 'dpkg-deb', debianPackage: 'dpkg', versionArgs: ['--version'], purpose: 'unpack downloaded .deb files' },
+  { command: 'tar', debianPackage: 'tar', versionArgs: ['--version'], purpose: 'extract the kernel source' },
+  { command: 'xz', debianPackage: 'xz-utils', versionArgs: ['--version'], purpose: 'decompress the kernel source tarball' },
+  { command: 'make', debianPackage: 'make', versionArgs: ['--version'], purpose: 'run the kernel build' },
+  { command: 'gcc', debianPackage: 'gcc', versionArgs: ['--version'], purpose: 'build kernel host programs' },
+  { command: 'aarch64-linux-gnu-gcc', debianPackage: 'gcc-aarch64-linux-gnu', versionArgs: ['--version'], purpose: 'cross-compile the arm64 kernel' },
+  { command: 'bison', debianPackage: 'bison', versionArgs: ['--version'], purpose: 'kernel Kconfig parser generator' },
+  { command: 'flex', debianPackage: 'flex', versionArgs: ['--version'], purpose: 'kernel Kconfig lexer generator' },
+  { command: 'bc', debianPackage: 'bc', versionArgs: ['--version'], purpose: 'kernel build arithmetic' },
+  { command: 'mkfs.erofs', debianPackage: 'erofs-utils', versionArgs: ['--version'], purpose: 'create the EROFS system image' },
+  { command: 'veritysetup', debianPackage: 'cryptsetup-bin', versionArgs: ['--version'], purpose: 'check dm-verity hash trees' },
+  { command: 'qemu-system-aarch64', debianPackage: 'qemu-system-arm', versionArgs: ['--version'], purpose: 'boot-test arm64 images' },
+  { command: 'cpio', debianPackage: 'cpio', versionArgs: ['--version'], purpose: 'test: extract the initramfs with the reference tool' },
+  { command: 'mkbootimg', debianPackage: 'mkbootimg', versionArgs: ['--help'], purpose: 'test: reference Android boot image writer' },
+  { command: 'img2simg', debianPackage: 'android-sdk-libsparse-utils', versionArgs: [], purpose: 'test: reference sparse image writer' },
+  { command: 'fastboot', debianPackage: 'fastboot', versionArgs: ['--version'], purpose: 'flash phones over USB or TCP' },
+  { command: 'heimdall', debianPackage: 'heimdall-flash', versionArgs: ['version'], purpose: 'flash Samsung phones in Download mode' },
+];
+
+/** Looks up the Debian package for a command, for error messages. */
+export function debianPackageFor(command: string): string | undefined {
+  return HOST_TOOLS.find((tool) => tool.command === command)?.debianPackage;
+}
