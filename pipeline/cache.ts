@@ -5,7 +5,6 @@
  * complete, so a killed build never leaves a partial entry behind.
  */
 import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { sha256File } from './digest.js';
 import type { OutputRecord } from './step.js';
@@ -21,13 +20,6 @@ export interface CacheEntryMeta {
   outputs: OutputRecord[];
   durationMs: number;
   createdAt: string;
-}
-
-/** Default cache folder: QWAMOS_CACHE_DIR, else XDG_CACHE_HOME/qwamos-build, else ~/.cache/qwamos-build. */
-export function defaultCacheDir(): string {
-  if (process.env.QWAMOS_CACHE_DIR) return path.resolve(process.env.QWAMOS_CACHE_DIR);
-  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  return path.join(base, 'qwamos-build');
 }
 
 export function stepEntryDir(cacheDir: string, stepId: string, key: string): string {

@@ -129,7 +129,7 @@ async function runStep(step: Step, dependencyKeys: Record<string, string>, depen
       throw await keepFailedLog(error, step, logFile, options.cacheDir);
     }
 
-    const records = await recordOutputs(outputDir);
+    const records = step.outputKind === 'tree' ? [] : await recordOutputs(outputDir);
     await writeCacheMeta(temporary, { step: step.id, key, keyMaterial: material, outputs: records, durationMs: Date.now() - started });
     return records;
   });

@@ -37,6 +37,11 @@ export interface Step {
    * outputs of the old code are not reused.
    */
   version: number;
+  /**
+   * 'tree' marks an output folder too large to digest file by file (an
+   * extracted kernel source); its identity is the cache key alone.
+   */
+  outputKind?: 'files' | 'tree';
   inputs(): Promise<StepInputs>;
   run(context: StepRunContext): Promise<void>;
 }

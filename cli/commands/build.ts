@@ -1,0 +1,79 @@
+import path from 'node:path';
+import { REPO_ROOT } from '../../core/schema.js';
+import { resolveCacheDir } from '../../pipeline/download-cache.js';
+import { buildHostImage, type HostBuildResult } from '../../pipeline/host-build.js';
+import { LOCKFILE_NAME } from '../../pipeline/lockfile.js';
+import { formatTable, parseCommandArgs, printJson, type Command } from '../command.js';
+import { createProgressReporter } from '../progress.js';
+
+const DEFAULT_DEVICE = 'qemu-virt-arm64';
+const DEFAULT_RECIPE = path.join('recipes', 'host.yaml');
+
+function printSummary(result: HostBuildResult): void {
+  const rows = result.results.map((step) => [step.id, step.status, `${(step.durationMs / 1000).toFixed(1)} s`]);
+  const total = result.results.reduce((sum, step) => sum + step.durationMs, 0);
+  process.stdout.write(`${formatTable(['STEP', 'STATUS', 'DURATION'], rows)}\n`);
+  process.stdout.write(`total ${(total / 1000).toFixed(1)} s; output in ${result.outDir}\n`);
+}
+
+export const buildCommand: Command = {
+  name: ['build'],
+  summary: 'build the images for a device profile',
+  help: `Usage: qwamos-build build [--device D] [--recipe R] [--out DIR] [OPTIONS]
+
+Builds the host image for device D from the recipe R: the kernel from the
+pinned Debian source, the initramfs, and the EROFS system image with its
+dm-verity hash tree. Every step is cached under a key computed from its
+inputs, so a rebuild reruns only what changed. Ends with one line per step
+(run or cached, and its duration).
+
+Options:
+  --device D        device profile in device-profiles/ (default ${DEFAULT_DEVICE})
+  --recipe R        recipe file (default ${DEFAULT_RECIPE})
+  --out DIR         output folder (default out/<device>)
+  --offline         use only the download cache; fail naming any missing input
+  --cache-dir DIR   cache folder (default $QWAMOS_CACHE_DIR, else ~/.cache/qwamos-build)
+  --lockfile FILE   pinned inputs (default ${LOCKFILE_NAME} in the repository)
+  --no-cache        rerun every step even when a cached output exists
+  --quiet           print no progress lines
+  --json            print the summary, with each output's path, size and SHA-256, as JSON`,
+
+  async run(argv) {
+    const { values } = parseCommandArgs('build', argv, {
+      device: { type: 'string', default: DEFAULT_DEVICE },
+      recipe: { type: 'string', default: DEFAULT_RECIPE },
+      out: { type: 'string' },
+      offline: { type: 'boolean', default: false },
+      'cache-dir': { type: 'string' },
+      lockfile: { type: 'string' },
+      'no-cache': { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    });
+
+    const reporter = createProgressReporter(process.stderr, values.quiet || values.json);
+    const result = await buildHostImage({
+      device: values.device,
+      recipeFile: values.recipe,
+      outDir: path.resolve(values.out ?? path.join('out', values.device)),
+      cacheDir: resolveCacheDir(values['cache-dir']),
+      lockfilePath: values.lockfile ?? path.join(REPO_ROOT, LOCKFILE_NAME),
+      offline: values.offline,
+      noCache: values['no-cache'],
+      events: reporter,
+      onFetch: reporter.onFetch,
+    });
+
+    if (values.json) {
+      printJson({
+        ok: true,
+        outDir: result.outDir,
+        steps: result.record.steps,
+        outputs: result.record.outputs.map((output) => ({ ...output, path: path.join(result.outDir, output.name) })),
+      });
+    } else {
+      printSummary(result);
+    }
+    return 0;
+  },
+};

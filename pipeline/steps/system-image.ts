@@ -1,0 +1,75 @@
+/**
+ * Step system-image: the recipe's overlays in a deterministic EROFS image
+ * with a dm-verity hash tree appended, and verity.json describing the tree.
+ */
+import { cp, mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { buildErofsImage } from '../../images/erofs.js';
+import { appendHashTree, type VerityImage } from '../../images/verity-image.js';
+import type { LoadedRecipe } from '../recipes.js';
+import type { Step } from '../step.js';
+import { toolVersion } from '../tool-versions.js';
+
+export const SYSTEM_IMAGE_FILE = 'system.img';
+export const VERITY_FILE = 'verity.json';
+
+/** verity.json: the tree parameters in the form the boot configuration needs. */
+export interface VerityRecord {
+  rootDigest: string;
+  salt: string;
+  hashAlgorithm: string;
+  dataBlockSize: number;
+  hashBlockSize: number;
+  dataBlocks: number;
+  hashOffset: number;
+  treeSize: number;
+}
+
+export function verityRecord(image: VerityImage): VerityRecord {
+  return {
+    rootDigest: image.rootDigest.toString('hex'),
+    salt: image.salt.toString('hex'),
+    hashAlgorithm: image.hashAlgorithm,
+    dataBlockSize: image.dataBlockSize,
+    hashBlockSize: image.hashBlockSize,
+    dataBlocks: image.dataBlocks,
+    hashOffset: image.hashOffset,
+    treeSize: image.treeSize,
+  };
+}
+
+export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
+  const overlays = Object.fromEntries(recipe.overlayPaths.map((overlay, index) => [`overlay-${index}`, overlay]));
+
+  return {
+    id: 'system-image',
+    dependsOn: [],
+    version: 1,
+    inputs: async () => ({
+      trees: overlays,
+      config: { epoch, verity: recipe.system.verity },
+      tools: { 'mkfs.erofs': await toolVersion('mkfs.erofs', ['--version']) },
+    }),
+    async run({ outputDir, logFile, progress }) {
+      const staging = path.join(outputDir, '.staging');
+      await mkdir(staging);
+      for (const overlay of recipe.overlayPaths) {
+        await cp(overlay, staging, { recursive: true, force: true, verbatimSymlinks: true });
+      }
+
+      progress('making the EROFS image');
+      const image = path.join(outputDir, SYSTEM_IMAGE_FILE);
+      await buildErofsImage({ sourceDir: staging, output: image, timestamp: epoch, label: 'system', logFile });
+      await rm(staging, { recursive: true });
+
+      progress('appending the dm-verity hash tree');
+      const verity = await appendHashTree(image, {
+        hashAlgorithm: recipe.system.verity.hashAlgorithm,
+        dataBlockSize: recipe.system.verity.dataBlockSize,
+        hashBlockSize: recipe.system.verity.hashBlockSize,
+        saltLabel: 'system',
+      });
+      await writeFile(path.join(outputDir, VERITY_FILE), `${JSON.stringify(verityRecord(verity), null, 2)}\n`);
+    },
+  };
+}
