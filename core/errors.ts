@@ -30,10 +30,13 @@ export type ErrorCode =
   /** An image or manifest failed verification (signature, digest, tree). */
   | 'VERIFY_FAILED'
   /** A value does not fit a format limit (size, length, page size). */
-  | 'LIMIT_EXCEEDED';
+  | 'LIMIT_EXCEEDED'
+  /** APT cannot find a pinned Debian package version: its package lists are missing or stale, or the archive dropped that version. */
+  | 'PACKAGE_UNAVAILABLE';
 
 /** Exit status per error code: 2 for invalid usage or input, 1 for failures. */
 const EXIT_STATUS: Record<ErrorCode, 1 | 2> = {
+  PACKAGE_UNAVAILABLE: 1,
   USAGE: 2,
   INPUT_INVALID: 2,
   INPUT_NOT_FOUND: 2,

@@ -1,4 +1,19 @@
 /** The list of subcommands; `cli/main.ts` dispatches on their names. */
 import type { Command } from '../command.js';
+import { bootTestCommand } from './boot-test.js';
+import { buildCommand } from './build.js';
+import { devicesCommand } from './devices.js';
+import { doctorCommand } from './doctor.js';
+import { kconfigCheckCommand } from './kconfig-check.js';
+import { LOCK_COMMANDS } from './lock.js';
+import { KEYS_COMMANDS } from './keys.js';
 
-export const COMMANDS: Command[] = [];
+export const COMMANDS: Command[] = [
+  doctorCommand,
+  devicesCommand,
+  buildCommand,
+  bootTestCommand,
+  kconfigCheckCommand,
+  ...LOCK_COMMANDS,
+  ...KEYS_COMMANDS,
+];
