@@ -82,7 +82,14 @@ export function kernelCmdline(profile: DeviceProfile, recipe: LoadedRecipe, veri
     treeSize: verity.treeSize,
   };
   const dataDevice = qemu.disk.guestPath;
-  return [`console=${qemu.console}`, formatDmModCreate(image, { name: 'system', dataDevice }), ...(recipe.kernelCmdline ?? [])].join(' ');
+  return [
+    `console=${qemu.console}`,
+    formatDmModCreate(image, { name: 'system', dataDevice }),
+    // dm-init creates the device before init runs; waitfor makes it wait
+    // until the disk driver has probed the data device.
+    `dm-mod.waitfor=${dataDevice}`,
+    ...(recipe.kernelCmdline ?? []),
+  ].join(' ');
 }
 
 export async function buildHostImage(options: HostBuildOptions): Promise<HostBuildResult> {

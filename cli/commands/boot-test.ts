@@ -3,10 +3,10 @@ import { runBootTest, type BootTestResult } from '../../deploy/boot-test.js';
 import { parseCommandArgs, printJson, type Command } from '../command.js';
 
 /** Default seconds before a boot without the runtime marker fails. */
-const DEFAULT_TIMEOUT_SECONDS = 120;
+export const BOOT_TEST_TIMEOUT_SECONDS = 120;
 
 function parseTimeout(value: string | undefined): number {
-  if (value === undefined) return DEFAULT_TIMEOUT_SECONDS;
+  if (value === undefined) return BOOT_TEST_TIMEOUT_SECONDS;
   const seconds = Number(value);
   if (!Number.isFinite(seconds) || seconds <= 0) {
     throw new QwamosError('USAGE', `boot-test: --timeout must be a positive number of seconds, got '${value}'`);
@@ -14,7 +14,7 @@ function parseTimeout(value: string | undefined): number {
   return seconds;
 }
 
-function printResult(result: BootTestResult): void {
+export function printBootTestResult(result: BootTestResult): void {
   process.stdout.write(`accelerator: ${result.accelerator} (${result.acceleratorReason})\n`);
   for (const hit of result.markers) {
     process.stdout.write(`  ok  ${(hit.atMs / 1000).toFixed(2).padStart(7)} s  ${hit.description}\n`);
@@ -44,7 +44,7 @@ KVM only when host and guest architectures match and a probe boot works;
 otherwise TCG.
 
 Options:
-  --timeout SECONDS   fail when the runtime marker has not appeared by then (default ${DEFAULT_TIMEOUT_SECONDS})
+  --timeout SECONDS   fail when the runtime marker has not appeared by then (default ${BOOT_TEST_TIMEOUT_SECONDS})
   --json              print the result as JSON`,
 
   async run(argv) {
@@ -55,7 +55,7 @@ Options:
 
     const result = await runBootTest(positionals[0]!, { timeoutSeconds: parseTimeout(values.timeout) });
     if (values.json) printJson({ ok: result.passed, ...result });
-    else printResult(result);
+    else printBootTestResult(result);
     return result.passed ? 0 : 1;
   },
 };

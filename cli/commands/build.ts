@@ -1,8 +1,10 @@
 import path from 'node:path';
 import { REPO_ROOT } from '../../core/schema.js';
+import { runBootTest } from '../../deploy/boot-test.js';
 import { resolveCacheDir } from '../../pipeline/download-cache.js';
 import { buildHostImage, type HostBuildResult } from '../../pipeline/host-build.js';
 import { LOCKFILE_NAME } from '../../pipeline/lockfile.js';
+import { BOOT_TEST_TIMEOUT_SECONDS, printBootTestResult } from './boot-test.js';
 import { formatTable, parseCommandArgs, printJson, type Command } from '../command.js';
 import { createProgressReporter } from '../progress.js';
 
@@ -35,6 +37,7 @@ Options:
   --cache-dir DIR   cache folder (default $QWAMOS_CACHE_DIR, else ~/.cache/qwamos-build)
   --lockfile FILE   pinned inputs (default ${LOCKFILE_NAME} in the repository)
   --no-cache        rerun every step even when a cached output exists
+  --boot-test       boot the result in QEMU afterwards, as 'qwamos-build boot-test' does
   --quiet           print no progress lines
   --json            print the summary, with each output's path, size and SHA-256, as JSON`,
 
@@ -47,6 +50,7 @@ Options:
       'cache-dir': { type: 'string' },
       lockfile: { type: 'string' },
       'no-cache': { type: 'boolean', default: false },
+      'boot-test': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     });
@@ -64,16 +68,19 @@ Options:
       onFetch: reporter.onFetch,
     });
 
+    if (!values.json) printSummary(result);
+    const bootTest = values['boot-test'] ? await runBootTest(result.outDir, { timeoutSeconds: BOOT_TEST_TIMEOUT_SECONDS }) : undefined;
+    if (bootTest && !values.json) printBootTestResult(bootTest);
+
     if (values.json) {
       printJson({
-        ok: true,
+        ok: bootTest?.passed ?? true,
         outDir: result.outDir,
         steps: result.record.steps,
         outputs: result.record.outputs.map((output) => ({ ...output, path: path.join(result.outDir, output.name) })),
+        ...(bootTest ? { bootTest } : {}),
       });
-    } else {
-      printSummary(result);
     }
-    return 0;
+    return bootTest && !bootTest.passed ? 1 : 0;
   },
 };

@@ -7,6 +7,9 @@ import { doctorCommand } from './doctor.js';
 import { kconfigCheckCommand } from './kconfig-check.js';
 import { LOCK_COMMANDS } from './lock.js';
 import { KEYS_COMMANDS } from './keys.js';
+import { BOOTIMG_COMMANDS } from './bootimg.js';
+import { SPARSE_COMMANDS } from './sparse.js';
+import { AVB_COMMANDS } from './avb.js';
 
 export const COMMANDS: Command[] = [
   doctorCommand,
@@ -16,4 +19,7 @@ export const COMMANDS: Command[] = [
   kconfigCheckCommand,
   ...LOCK_COMMANDS,
   ...KEYS_COMMANDS,
+  ...BOOTIMG_COMMANDS,
+  ...SPARSE_COMMANDS,
+  ...AVB_COMMANDS,
 ];

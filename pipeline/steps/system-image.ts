@@ -2,10 +2,10 @@
  * Step system-image: the recipe's overlays in a deterministic EROFS image
  * with a dm-verity hash tree appended, and verity.json describing the tree.
  */
-import { cp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buildErofsImage } from '../../images/erofs.js';
-import { appendHashTree, type VerityImage } from '../../images/verity-image.js';
+import { appendHashTreeInPlace, type VerityImage } from '../../images/verity-image.js';
 import type { LoadedRecipe } from '../recipes.js';
 import type { Step } from '../step.js';
 import { toolVersion } from '../tool-versions.js';
@@ -44,15 +44,17 @@ export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
   return {
     id: 'system-image',
     dependsOn: [],
-    version: 1,
+    version: 2,
     inputs: async () => ({
       trees: overlays,
       config: { epoch, verity: recipe.system.verity },
-      tools: { 'mkfs.erofs': await toolVersion('mkfs.erofs', ['--version']) },
+      tools: { 'mkfs.erofs': await toolVersion('mkfs.erofs') },
     }),
     async run({ outputDir, logFile, progress }) {
       const staging = path.join(outputDir, '.staging');
       await mkdir(staging);
+      // mkfs.erofs copies the source folder's own mode to the image root.
+      await chmod(staging, 0o755);
       for (const overlay of recipe.overlayPaths) {
         await cp(overlay, staging, { recursive: true, force: true, verbatimSymlinks: true });
       }
@@ -63,7 +65,7 @@ export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
       await rm(staging, { recursive: true });
 
       progress('appending the dm-verity hash tree');
-      const verity = await appendHashTree(image, {
+      const verity = await appendHashTreeInPlace(image, {
         hashAlgorithm: recipe.system.verity.hashAlgorithm,
         dataBlockSize: recipe.system.verity.dataBlockSize,
         hashBlockSize: recipe.system.verity.hashBlockSize,

@@ -1,0 +1,133 @@
+/**
+ * End-to-end: builds the default qemu-virt-arm64 host image from the real
+ * pinned Debian sources with the real CLI, checks its dm-verity tree with
+ * veritysetup, boots it in QEMU, and checks caching and tamper detection.
+ * The first run compiles a kernel (minutes); later runs reuse the cache.
+ */
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, open, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const CLI = path.resolve('bin/qwamos-build.js');
+const BUILD_TIMEOUT_MS = 30 * 60 * 1000;
+
+interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { maxBuffer: 64 * 1024 * 1024 });
+    return { status: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { status: failed.code ?? 1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+interface BuildJson {
+  steps: { id: string; status: 'run' | 'cached' }[];
+  outputs: { name: string; size: number; sha256: string; path: string }[];
+}
+
+let workDir: string;
+let outDir: string;
+let firstBuild: BuildJson;
+
+describe('default host image', () => {
+  beforeAll(async () => {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'qwamos-e2e-'));
+    outDir = path.join(workDir, 'out');
+    const result = await cli(['build', '--out', outDir, '--json']);
+    expect(result.stderr + result.stdout).not.toContain('error:');
+    expect(result.status).toBe(0);
+    firstBuild = JSON.parse(result.stdout) as BuildJson;
+  }, BUILD_TIMEOUT_MS);
+
+  it('publishes every artifact with its digest', () => {
+    const names = firstBuild.outputs.map((output) => output.name).sort();
+    expect(names).toEqual(['Image', 'boot.json', 'initramfs.cpio.gz', 'kernel.config', 'system.img', 'verity.json']);
+    for (const output of firstBuild.outputs) expect(output.sha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('has a hash tree that veritysetup verify accepts', async () => {
+    const verity = JSON.parse(await readFile(path.join(outDir, 'verity.json'), 'utf8')) as Record<string, string | number>;
+    const image = path.join(outDir, 'system.img');
+    const { stderr } = await run('veritysetup', [
+      'verify', image, image, String(verity.rootDigest),
+      '--no-superblock', '--format=1', '--hash=sha256',
+      '--data-block-size=4096', '--hash-block-size=4096',
+      `--data-blocks=${verity.dataBlocks}`, `--hash-offset=${verity.hashOffset}`, `--salt=${verity.salt}`,
+    ]);
+    expect(stderr).toBe('');
+  });
+
+  it('puts the verity root hash on the kernel command line', async () => {
+    const boot = JSON.parse(await readFile(path.join(outDir, 'boot.json'), 'utf8')) as { cmdline: string };
+    const verity = JSON.parse(await readFile(path.join(outDir, 'verity.json'), 'utf8')) as { rootDigest: string };
+    expect(boot.cmdline).toContain('dm-mod.create="system,,,ro,0 ');
+    expect(boot.cmdline).toContain(` verity 1 /dev/vda /dev/vda 4096 4096 `);
+    expect(boot.cmdline).toContain(verity.rootDigest);
+  });
+
+  it('passes the kernel config rules on the built Image', async () => {
+    const result = await cli(['kconfig', 'check', '--device', 'qemu-virt-arm64', '--kernel', path.join(outDir, 'Image'), '--json']);
+    expect(result.status).toBe(0);
+  });
+
+  it('boots in QEMU to the runtime with /dev/kvm', async () => {
+    const result = await cli(['boot-test', outDir, '--timeout', '120', '--json']);
+    const report = JSON.parse(result.stdout) as { passed: boolean; markers: { id: string }[]; bootTimeMs: number };
+
+    expect(report.markers.map((marker) => marker.id)).toEqual(['kernel', 'kvm', 'system', 'runtime']);
+    expect(report.passed).toBe(true);
+    expect(result.status).toBe(0);
+    expect(report.bootTimeMs).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('reuses every step when nothing changed', async () => {
+    const result = await cli(['build', '--out', outDir, '--json']);
+    const second = JSON.parse(result.stdout) as BuildJson;
+
+    expect(second.steps.map((step) => step.status)).toEqual(second.steps.map(() => 'cached'));
+    expect(second.outputs).toEqual(firstBuild.outputs);
+  }, 120_000);
+
+  it('reruns only the system image when the runtime changes', async () => {
+    const recipeDir = path.join(workDir, 'recipes');
+    await cp(path.resolve('recipes'), recipeDir, { recursive: true });
+    await writeFile(path.join(recipeDir, 'sample-runtime', 'qwamos', 'etc', 'version'), '0.1.0-changed\n');
+
+    const result = await cli(['build', '--recipe', path.join(recipeDir, 'host.yaml'), '--out', path.join(workDir, 'out-changed'), '--json']);
+    const changed = JSON.parse(result.stdout) as BuildJson;
+    const statusOf = Object.fromEntries(changed.steps.map((step) => [step.id, step.status]));
+
+    expect(statusOf).toEqual({ 'kernel-source': 'cached', kernel: 'cached', busybox: 'cached', initramfs: 'cached', 'system-image': 'run' });
+  }, 300_000);
+
+  it('fails the boot with a dm-verity error after one data block is corrupted', async () => {
+    const tampered = path.join(workDir, 'tampered');
+    await cp(outDir, tampered, { recursive: true });
+
+    // Block 0 holds the EROFS superblock, which the mount reads first.
+    const handle = await open(path.join(tampered, 'system.img'), 'r+');
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, 1024);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, 1024);
+    await handle.close();
+
+    const result = await cli(['boot-test', tampered, '--timeout', '120', '--json']);
+    const report = JSON.parse(result.stdout) as { passed: boolean; failure: { kind: string; line: string } };
+
+    expect(result.status).toBe(1);
+    expect(report.passed).toBe(false);
+    expect(report.failure.kind).toBe('verity-error');
+  }, 180_000);
+});

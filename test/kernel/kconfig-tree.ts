@@ -1,0 +1,117 @@
+/**
+ * A small hand-made Kconfig tree that uses the constructs the indexer
+ * follows: `$(SRCARCH)` and `$SRCARCH` source paths, osource, rsource, a
+ * glob, if/endif, a menu with `depends on`, a choice, a comment with its own
+ * `depends on`, help text with keywords inside, and line continuations.
+ */
+import { lines, writeTree } from './helpers.js';
+
+export const TEST_TREE: Record<string, string> = {
+  Kconfig: lines(
+    'mainmenu "Test kernel $(SRCARCH)"',
+    'source "arch/$(SRCARCH)/Kconfig"',
+    'source "fs/Kconfig"',
+    'osource "missing/Kconfig"',
+    'menu "Drivers"',
+    '\tdepends on HAS_IOMEM',
+    'rsource "drivers/Kconfig"',
+    'endmenu',
+    'source "crypto/*/Kconfig" # glob',
+  ),
+  'arch/arm64/Kconfig': lines(
+    'config HAS_IOMEM',
+    '\tdef_bool y',
+    '',
+    'config MODULES',
+    '\tbool "Loadable modules"',
+    '',
+    'source "arch/$SRCARCH/Kconfig.extra"',
+  ),
+  'arch/arm64/Kconfig.extra': lines(
+    'config ARM64_EXTRA',
+    '\tbool "Extra arm64 option"',
+  ),
+  'arch/x86/Kconfig': lines(
+    'config X86_ONLY',
+    '\tbool "x86 only"',
+  ),
+  'fs/Kconfig': lines(
+    'config BLOCK',
+    '\tbool "Block layer"',
+    '\tdefault y',
+    '',
+    'menuconfig MISC_FILESYSTEMS',
+    '\tbool "Miscellaneous filesystems"',
+    '',
+    'if MISC_FILESYSTEMS',
+    '',
+    'source "fs/erofs/Kconfig"',
+    '',
+    'endif # MISC_FILESYSTEMS',
+  ),
+  'fs/erofs/Kconfig': lines(
+    'config EROFS_FS',
+    '\ttristate "EROFS filesystem support"',
+    '\tdepends on BLOCK',
+    '\tselect LIBCRC',
+    '\thelp',
+    '\t  This help text mentions',
+    '\t  config NOT_A_SYMBOL',
+    '',
+    '\t  and depends on NOTHING; endif',
+    '',
+    'config LIBCRC',
+    '\ttristate',
+  ),
+  'drivers/Kconfig': lines(
+    'config VIRTIO_BLK',
+    '\ttristate "Virtio block" if EXPERT',
+    '\tdepends on HAS_IOMEM && \\',
+    '\t\tBLOCK',
+    '',
+    'config EXPERT',
+    '\tbool "Expert mode"',
+    '',
+    'config TINY',
+    '\tbool "Tiny kernel"',
+    '',
+    'choice',
+    '\tprompt "Allocator"',
+    '\tdepends on !TINY || BLOCK',
+    '\tdefault SLUB',
+    '',
+    'config SLUB',
+    '\tbool "SLUB"',
+    '',
+    'config SLOB',
+    '\tbool "SLOB"',
+    '',
+    'endchoice',
+    '',
+    'config HIDDEN_HELPER',
+    '\tbool',
+    '\tdefault y if BLOCK',
+    '',
+    'comment "Device mapper"',
+    '\tdepends on BLOCK',
+    '',
+    'config BLK_DEV_DM',
+    '\ttristate "Device mapper"',
+    '',
+    'config DM_INIT',
+    '\tbool "dm-mod.create= support"',
+    '\tdepends on BLK_DEV_DM=y',
+    '',
+    'config NOT_IF_TINY',
+    '\tbool "Only without TINY"',
+    '\tdepends on !TINY',
+  ),
+  'crypto/sha/Kconfig': lines(
+    'config CRYPTO_SHA256',
+    '\ttristate "SHA-256"',
+  ),
+};
+
+export async function writeTestTree(root: string, overrides: Record<string, string> = {}): Promise<void> {
+  await writeTree(root, { ...TEST_TREE, ...overrides });
+}
