@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import { type Command, parseCommandArgs, printJson } from '../command.js';
 import { QwamosError } from '../../core/errors.js';
-import { decodeOsVersion, type VendorRamdiskTypeName } from '../../images/bootimg-header.js';
+import type { VendorRamdiskTypeName } from '../../images/bootimg-header.js';
 import type { ImageSection } from '../../images/bootimg-io.js';
 import { readBootImage, unpackBootImage, type AnyBootImageInfo } from '../../images/bootimg-read.js';
 import { writeVendorBootImage, type VendorRamdiskFragment } from '../../images/bootimg-vendor.js';
@@ -311,9 +311,8 @@ function formatInfo(info: AnyBootImageInfo): string {
     lines.push(`os version: ${info.osVersion}`, `os patch level: ${info.osPatchLevel}`);
   }
   for (const [field, value] of Object.entries(info.header)) {
-    if (field === 'osVersion') continue;
-    const shown = typeof value === 'number' && /Addr$|Offset$/.test(field) ? `0x${value.toString(16).padStart(8, '0')}` : String(value);
-    lines.push(`${field}: ${shown}`);
+    const formatted = typeof value === 'number' && /Addr$|Offset$|^osVersion$/.test(field) ? `0x${value.toString(16).padStart(8, '0')}` : String(value);
+    lines.push(`${field}: ${formatted}`);
   }
   if (info.kind === 'vendor_boot') {
     info.ramdiskTable.forEach((entry, index) => {
@@ -322,9 +321,7 @@ function formatInfo(info: AnyBootImageInfo): string {
     });
   }
   for (const section of info.sections) lines.push(`section ${section.name}: offset ${section.offset}, size ${section.size}`);
-  if (info.kind === 'vendor_boot') return lines.join('\n');
-  const raw = decodeOsVersion(info.header.osVersion);
-  return lines.concat(`os_version field: 0x${info.header.osVersion.toString(16).padStart(8, '0')} (${raw.osVersion}, ${raw.osPatchLevel})`).join('\n');
+  return lines.join('\n');
 }
 
 function singleImage(command: string, option: string | undefined, positionals: string[]): string {

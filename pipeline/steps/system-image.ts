@@ -2,7 +2,7 @@
  * Step system-image: the recipe's overlays in a deterministic EROFS image
  * with a dm-verity hash tree appended, and verity.json describing the tree.
  */
-import { chmod, cp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buildErofsImage } from '../../images/erofs.js';
 import { appendHashTreeInPlace, type VerityImage } from '../../images/verity-image.js';
@@ -43,18 +43,25 @@ export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
 
   return {
     id: 'system-image',
-    dependsOn: [],
-    version: 2,
+    dependsOn: ['busybox'],
+    version: 3,
     inputs: async () => ({
       trees: overlays,
       config: { epoch, verity: recipe.system.verity },
       tools: { 'mkfs.erofs': await toolVersion('mkfs.erofs') },
     }),
-    async run({ outputDir, logFile, progress }) {
+    async run({ outputDir, dependencies, logFile, progress }) {
       const staging = path.join(outputDir, '.staging');
       await mkdir(staging);
       // mkfs.erofs copies the source folder's own mode to the image root.
       await chmod(staging, 0o755);
+
+      // The system carries its own userland, so that it does not depend on
+      // the initramfs staying mounted.
+      await mkdir(path.join(staging, 'bin'), { mode: 0o755 });
+      await cp(path.join(dependencies.busybox!, 'busybox'), path.join(staging, 'bin', 'busybox'));
+      await chmod(path.join(staging, 'bin', 'busybox'), 0o755);
+      await symlink('busybox', path.join(staging, 'bin', 'sh'));
       for (const overlay of recipe.overlayPaths) {
         await cp(overlay, staging, { recursive: true, force: true, verbatimSymlinks: true });
       }
