@@ -14,14 +14,16 @@ import { QwamosError } from './errors.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), fileURLToPath(import.meta.url).includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
 
 const ajv = new Ajv({ allErrors: true, strict: true });
-const validators = new Map<string, ValidateFunction>();
+/** Compiled validators by schema name; promises, so concurrent loads compile once. */
+const validators = new Map<string, Promise<ValidateFunction>>();
 
-async function validatorFor(schemaName: string): Promise<ValidateFunction> {
-  const cached = validators.get(schemaName);
-  if (cached) return cached;
-  const schemaFile = path.join(REPO_ROOT, 'schemas', `${schemaName}.schema.json`);
-  const validator = ajv.compile(JSON.parse(await readFile(schemaFile, 'utf8')));
-  validators.set(schemaName, validator);
+function validatorFor(schemaName: string): Promise<ValidateFunction> {
+  let validator = validators.get(schemaName);
+  if (!validator) {
+    const schemaFile = path.join(REPO_ROOT, 'schemas', `${schemaName}.schema.json`);
+    validator = readFile(schemaFile, 'utf8').then((text) => ajv.compile(JSON.parse(text)));
+    validators.set(schemaName, validator);
+  }
   return validator;
 }
 

@@ -19,7 +19,7 @@ export interface ResolvedSection {
   size: number;
 }
 
-/** Where a section lies in a written or read image. */
+/** Location of a section in a written or read image. */
 export interface ImageSection {
   name: string;
   /** Byte offset from the start of the image. */

@@ -7,7 +7,7 @@
 import { open, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  ALLOWED_PAGE_SIZES, BOOT_V3_PAGE_SIZE, VENDOR_RAMDISK_TABLE_ENTRY_SIZE, alignToPage, decodeBootHeader, decodeOsVersion,
+  ALLOWED_PAGE_SIZES, BOOT_HEADER_SIZE, BOOT_V3_PAGE_SIZE, VENDOR_BOOT_HEADER_SIZE, VENDOR_RAMDISK_TABLE_ENTRY_SIZE, alignToPage, decodeBootHeader, decodeOsVersion,
   decodeVendorBootHeader, decodeVendorRamdiskTable, detectBootImageKind,
   type BootHeader, type VendorBootHeader, type VendorRamdiskEntry,
 } from './bootimg-header.js';
@@ -65,7 +65,8 @@ export async function readBootImage(source: string | Uint8Array): Promise<AnyBoo
     if (kind === undefined) {
       throw new QwamosError('INPUT_INVALID', `${bytes.label} is not an Android boot image: it does not start with 'ANDROID!' or 'VNDRBOOT'`);
     }
-    requireLength(bytes, head, kind === 'boot' ? 1664 : 2128);
+    // The largest header of each kind: boot v2 and vendor_boot v4.
+    requireLength(bytes, head, kind === 'boot' ? BOOT_HEADER_SIZE[2] : VENDOR_BOOT_HEADER_SIZE[4]);
     return kind === 'boot' ? locateBootSections(bytes, head) : await locateVendorBootSections(bytes, head);
   } finally {
     await bytes.close();
@@ -202,9 +203,9 @@ class SectionCursor {
   }
 }
 
-function checkPageSizeField(bytes: ByteSource, pageSize: number, what: string): void {
+function checkPageSizeField(bytes: ByteSource, pageSize: number, imageKind: string): void {
   if (!ALLOWED_PAGE_SIZES.includes(pageSize)) {
-    throw new QwamosError('INPUT_INVALID', `${bytes.label}: page size field is ${pageSize}, which ${what} does not allow; it must be one of ${ALLOWED_PAGE_SIZES.join(', ')}`);
+    throw new QwamosError('INPUT_INVALID', `${bytes.label}: page size field is ${pageSize}, which ${imageKind} does not allow; it must be one of ${ALLOWED_PAGE_SIZES.join(', ')}`);
   }
 }
 

@@ -139,7 +139,7 @@ function checkVersion3Inputs(options: VendorBootImageOptions): void {
     throw new QwamosError('INPUT_INVALID', 'vendor_boot header version 3 needs a vendor ramdisk; give the vendor ramdisk');
   }
   if ((options.fragments?.length ?? 0) > 0) {
-    throw new QwamosError('INPUT_INVALID', 'vendor_boot header version 3 holds one vendor ramdisk; vendor ramdisk fragments need header version 4');
+    throw new QwamosError('INPUT_INVALID', 'vendor_boot header version 3 has a single vendor ramdisk; vendor ramdisk fragments need header version 4');
   }
   if (options.bootconfig !== undefined) {
     throw new QwamosError('INPUT_INVALID', 'vendor_boot header version 3 has no bootconfig section; bootconfig needs header version 4');
@@ -198,7 +198,7 @@ export function ramdiskTypeNumber(type: VendorRamdiskTypeName | number | string)
 function checkBoardId(boardId: readonly number[] | undefined, name: string): number[] {
   const words = [...(boardId ?? [])];
   if (words.length > VENDOR_RAMDISK_BOARD_ID_COUNT) {
-    throw new QwamosError('LIMIT_EXCEEDED', `vendor ramdisk '${name}' has ${words.length} board id words; the table entry holds ${VENDOR_RAMDISK_BOARD_ID_COUNT}`);
+    throw new QwamosError('LIMIT_EXCEEDED', `vendor ramdisk '${name}' has ${words.length} board id words; the table entry has room for ${VENDOR_RAMDISK_BOARD_ID_COUNT}`);
   }
   for (const word of words) {
     if (!Number.isInteger(word) || word < 0 || word > U32_MAX) {

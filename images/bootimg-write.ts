@@ -2,8 +2,8 @@
  * Writes boot.img (header versions 0 to 4) and init_boot.img files.
  *
  * Versions 0 to 2 match Debian's mkbootimg 29.0.6 byte for byte, except for
- * command lines longer than 511 bytes: those are split after byte 511 with a
- * NUL, as current AOSP mkbootimg does, where 29.0.6 fills all 512 bytes of
+ * command lines longer than 511 bytes. Those are split after byte 511 with a
+ * NUL, as current AOSP mkbootimg does, while 29.0.6 fills all 512 bytes of
  * the cmdline field with no NUL. Versions 3 and 4 follow the final AOSP
  * layout (header_size 1580 and 1584), which 29.0.6 predates.
  *
@@ -73,7 +73,7 @@ export interface BootImageOptions extends LoadAddressOptions {
 
 export interface InitBootImageOptions {
   output: string;
-  /** The generic ramdisk; init_boot holds nothing else. */
+  /** The generic ramdisk, the only section of an init_boot image. */
   ramdisk: SectionInput;
   osVersion?: string;
   osPatchLevel?: string;
@@ -214,9 +214,9 @@ async function writeGkiBootImage(options: BootImageOptions, version: 3 | 4): Pro
 }
 
 /** Rejects a page size that mkbootimg does not offer. */
-export function checkPageSize(pageSize: number, what: string): void {
+export function checkPageSize(pageSize: number, imageKind: string): void {
   if (!ALLOWED_PAGE_SIZES.includes(pageSize)) {
-    throw new QwamosError('LIMIT_EXCEEDED', `page size ${pageSize} is not allowed for ${what}; use one of ${ALLOWED_PAGE_SIZES.join(', ')}`);
+    throw new QwamosError('LIMIT_EXCEEDED', `page size ${pageSize} is not allowed for ${imageKind}; use one of ${ALLOWED_PAGE_SIZES.join(', ')}`);
   }
 }
 
@@ -224,7 +224,7 @@ export function checkPageSize(pageSize: number, what: string): void {
 export function checkCommandLine(cmdline: string, maxLength: number, where: string): string {
   checkAsciiField(cmdline, 'command line', Number.MAX_SAFE_INTEGER);
   if (cmdline.length > maxLength) {
-    throw new QwamosError('LIMIT_EXCEEDED', `command line is ${cmdline.length} bytes; ${where} holds at most ${maxLength} bytes`, { data: { length: cmdline.length, max: maxLength } });
+    throw new QwamosError('LIMIT_EXCEEDED', `command line is ${cmdline.length} bytes; ${where} allows at most ${maxLength} bytes`, { data: { length: cmdline.length, max: maxLength } });
   }
   return cmdline;
 }
@@ -237,25 +237,25 @@ export function checkAsciiField(text: string, field: string, maxLength: number):
     throw new QwamosError('INPUT_INVALID', `${field} contains character U+${code.toString(16).padStart(4, '0').toUpperCase()} at index ${bad.index}; boot image text fields take printable ASCII only`);
   }
   if (text.length > maxLength) {
-    throw new QwamosError('LIMIT_EXCEEDED', `${field} '${text}' is ${text.length} characters; the field holds at most ${maxLength} characters and a NUL`);
+    throw new QwamosError('LIMIT_EXCEEDED', `${field} '${text}' is ${text.length} characters; the field has room for at most ${maxLength} characters and a NUL`);
   }
   return text;
 }
 
 /** Returns base + offset after checking that it fits a u32 address field. */
-export function address32(what: string, base: number, offset: number): number {
+export function address32(target: string, base: number, offset: number): number {
   const address = base + offset;
   if (!Number.isSafeInteger(address) || address < 0 || address > U32_MAX) {
-    throw new QwamosError('LIMIT_EXCEEDED', `${what} load address 0x${address.toString(16)} (base 0x${base.toString(16)} + offset 0x${offset.toString(16)}) does not fit its 32-bit field; the maximum is 0xffffffff`);
+    throw new QwamosError('LIMIT_EXCEEDED', `${target} load address 0x${address.toString(16)} (base 0x${base.toString(16)} + offset 0x${offset.toString(16)}) does not fit its 32-bit field; the maximum is 0xffffffff`);
   }
   return address;
 }
 
 /** Returns base + offset after checking that it fits a u64 field as a safe integer. */
-export function address64(what: string, base: number, offset: number): number {
+export function address64(target: string, base: number, offset: number): number {
   const address = base + offset;
   if (!Number.isSafeInteger(address) || address < 0) {
-    throw new QwamosError('LIMIT_EXCEEDED', `${what} load address base 0x${base.toString(16)} + offset 0x${offset.toString(16)} is negative or above 2^53, which this writer does not handle`);
+    throw new QwamosError('LIMIT_EXCEEDED', `${target} load address base 0x${base.toString(16)} + offset 0x${offset.toString(16)} is negative or above 2^53, which this writer does not handle`);
   }
   return address;
 }

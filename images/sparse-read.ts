@@ -62,9 +62,9 @@ export async function isSparseImage(source: string | Uint8Array): Promise<boolea
 /**
  * Reads and validates a sparse image's headers without expanding it.
  * Rejects a wrong magic, a version other than 1.0, header sizes other than
- * 28 and 12, an unknown chunk type, a chunk whose total_sz does not match
- * its type and block count, a total block count that differs from the sum
- * of the chunks, a truncated file, and bytes after the last chunk.
+ * 28 and 12, and an unknown chunk type. Also rejects a chunk whose total_sz
+ * does not match its type and block count, a total block count that differs
+ * from the sum of the chunks, a truncated file, and bytes after the last chunk.
  */
 export async function readSparseImage(source: string | Uint8Array): Promise<SparseImageInfo> {
   const bytes = await openSource(source);
@@ -158,7 +158,7 @@ async function readChunkTable(bytes: ByteSource): Promise<SparseImageInfo> {
     const blocks = kind === 'crc32' ? 0 : chunkHeader.blocks;
     const expectedSize = encodedChunkSize(kind, blocks, header.blockSize);
     if (chunkHeader.totalSize !== expectedSize) {
-      throw new QwamosError('INPUT_INVALID', `${bytes.label}: chunk ${index} (${kind.toUpperCase()}, ${blocks} blocks) says it is ${chunkHeader.totalSize} bytes, but that chunk takes ${expectedSize} bytes with ${header.blockSize}-byte blocks`);
+      throw new QwamosError('INPUT_INVALID', `${bytes.label}: chunk ${index} (${kind.toUpperCase()}, ${blocks} blocks) has total_sz ${chunkHeader.totalSize}, but that chunk takes ${expectedSize} bytes with ${header.blockSize}-byte blocks`);
     }
     const dataOffset = offset + CHUNK_HEADER_SIZE;
     if (offset + expectedSize > bytes.size) {
@@ -174,7 +174,7 @@ async function readChunkTable(bytes: ByteSource): Promise<SparseImageInfo> {
   }
 
   if (block !== header.totalBlocks) {
-    throw new QwamosError('INPUT_INVALID', `${bytes.label}: the header says ${header.totalBlocks} blocks, but its chunks cover ${block}; the file is damaged or was written wrongly`);
+    throw new QwamosError('INPUT_INVALID', `${bytes.label}: the header gives ${header.totalBlocks} blocks, but the chunks cover ${block}; the file is damaged or its writer is faulty`);
   }
   if (offset !== bytes.size) {
     throw new QwamosError('INPUT_INVALID', `${bytes.label} has ${bytes.size - offset} bytes after its last chunk (chunk count ${header.totalChunks}); the file is damaged or the chunk count is wrong`);
@@ -218,7 +218,7 @@ async function applyChunks(bytes: ByteSource, info: SparseImageInfo, options: Un
 
     if (chunk.kind === 'crc32') {
       if (checkCrc && chunk.crc32 !== crc) {
-        throw new QwamosError('VERIFY_FAILED', `${bytes.label}: CRC32 chunk ${index} holds 0x${chunk.crc32!.toString(16)}, but the data before it has CRC32 0x${crc.toString(16)}; the file is damaged`);
+        throw new QwamosError('VERIFY_FAILED', `${bytes.label}: CRC32 chunk ${index} contains 0x${chunk.crc32!.toString(16)}, but the data before it has CRC32 0x${crc.toString(16)}; the file is damaged`);
       }
       continue;
     }

@@ -129,10 +129,15 @@ export function splitSparsePlan(plan: SparsePlan, maxFileSize: number): PlannedC
   const groups: PlannedChunk[][] = [];
   let current: PlannedChunk[] = [];
   let used = 0;
-  const queue = [...plan.chunks];
+  let index = 0;
+  // A chunk that did not fit the previous file, or the rest of a split RAW chunk. It comes before plan.chunks[index].
+  let carried: PlannedChunk | undefined;
 
-  while (queue.length > 0) {
-    const chunk = queue.shift()!;
+  while (carried !== undefined || index < plan.chunks.length) {
+    const chunk = carried ?? plan.chunks[index]!;
+    if (carried !== undefined) carried = undefined;
+    else index += 1;
+
     const size = encodedChunkSize(chunk.kind, chunk.blocks, plan.blockSize);
     if (used + size <= budget) {
       current.push(chunk);
@@ -143,9 +148,12 @@ export function splitSparsePlan(plan: SparsePlan, maxFileSize: number): PlannedC
     const fittingBlocks = chunk.kind === 'raw' ? Math.floor((budget - used - CHUNK_HEADER_SIZE) / plan.blockSize) : 0;
     if (fittingBlocks >= 1) {
       current.push({ ...chunk, blocks: fittingBlocks });
-      queue.unshift({ ...chunk, startBlock: chunk.startBlock + fittingBlocks, blocks: chunk.blocks - fittingBlocks });
+      carried = { ...chunk, startBlock: chunk.startBlock + fittingBlocks, blocks: chunk.blocks - fittingBlocks };
+    } else if (current.length === 0) {
+      // checkMaxFileSize guarantees room for one RAW block or one FILL chunk, so this is a bug.
+      throw new Error(`sparse split: a ${chunk.kind} chunk of ${size} bytes does not fit an empty file of budget ${budget}`);
     } else {
-      queue.unshift(chunk);
+      carried = chunk;
     }
     groups.push(current);
     current = [];

@@ -9,7 +9,7 @@
  * and `$SRCARCH`-style variables. It reads only what is needed to explain
  * why Kconfig dropped an option; it does not compute configurations.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
 
@@ -253,7 +253,7 @@ function expandVariables(text: string, variables: Record<string, string>, where:
 }
 
 async function exists(filePath: string): Promise<boolean> {
-  return readFile(filePath).then(() => true, () => false);
+  return access(filePath).then(() => true, () => false);
 }
 
 /** Expands `*` and `?` in the segments of a relative path, sorted like Kconfig's glob(). */

@@ -98,6 +98,9 @@ export async function buildHostImage(options: HostBuildOptions): Promise<HostBui
   const recipe = await loadRecipe(options.recipeFile);
   const epoch = sourceDateEpoch(recipe);
   const lockfile = await loadLockfile(options.lockfilePath);
+  if (!profile.kernel.source.input) {
+    throw new QwamosError('INPUT_INVALID', `device '${profile.id}' pins no kernel source (kernel.source.input is missing in device-profiles/${profile.id}.yaml); give a prebuilt kernel with --kernel IMAGE`);
+  }
   const kernelInput = findLockedInput(lockfile, profile.kernel.source.input, options.lockfilePath);
   const busyboxInput = findLockedInput(lockfile, recipe.initramfs.busyboxInput, options.lockfilePath);
 

@@ -4,14 +4,59 @@ import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
 import { REPO_ROOT, loadYamlFile } from '../core/schema.js';
 
+export interface PartitionSpec {
+  /** Partition size in bytes. */
+  size: number;
+  /** Build output file flashed to it. */
+  image?: string;
+  /** Dynamic partition inside super, flashed from fastbootd. */
+  logical?: boolean;
+  /** Samsung PIT partition name, for heimdall. */
+  pitName?: string;
+  /** Has _a and _b copies on an A/B device; default true there. */
+  slotted?: boolean;
+}
+
+export type AvbAlgorithmName = 'SHA256_RSA2048' | 'SHA256_RSA4096' | 'SHA256_RSA8192' | 'SHA512_RSA2048' | 'SHA512_RSA4096' | 'SHA512_RSA8192';
+
+export interface AndroidSpec {
+  bootHeaderVersion: 0 | 1 | 2 | 3 | 4;
+  vendorBootHeaderVersion?: 3 | 4;
+  pageSize: 2048 | 4096 | 8192 | 16384;
+  /** The generic ramdisk goes to init_boot. */
+  initBoot?: boolean;
+  ab: boolean;
+  partitions: Record<string, PartitionSpec>;
+  avb: {
+    algorithm: AvbAlgorithmName;
+    customKey: boolean;
+    relockable: boolean;
+    hashPartitions?: string[];
+    hashtreePartitions?: string[];
+    chainedPartitions?: { partition: string; rollbackIndexLocation: number }[];
+  };
+}
+
 export interface DeviceProfile {
   id: string;
   name: string;
+  /** Product names the bootloader reports; flashing rejects any other. */
+  codenames?: string[];
+  soc?: string;
+  /** JSON pointers to facts not confirmed from a public source. */
+  unconfirmed?: string[];
+  notes?: string[];
+  android?: AndroidSpec;
   arch: 'arm64' | 'x86_64';
   kvm: { available: boolean; reason: string };
   flash: { method: 'qemu' | 'fastboot' | 'heimdall' };
   kernel: {
-    source: { input: string };
+    source: {
+      /** Lockfile input holding the source, when it can be fetched. */
+      input?: string;
+      /** Where the device's kernel source lives when it is not pinned here. */
+      remote?: { repository: string; branch: string; deviceRepositories?: string[]; defconfig?: string; fragments?: string[] };
+    };
     version: string;
     baseConfig: string;
     fragments: string[];

@@ -207,7 +207,7 @@ describe('vendor_boot limits', () => {
   it('board id over 16 words', async () => {
     const error = await vendorError({ fragments: [{ ramdisk, name: 'a', boardId: new Array<number>(17).fill(0) }] });
     expect(error.code).toBe('LIMIT_EXCEEDED');
-    expect(error.message).toContain('holds 16');
+    expect(error.message).toContain('has room for 16');
   });
 
   it('unknown ramdisk type', async () => {
@@ -235,6 +235,10 @@ describe('boot image reader', () => {
     const truncated = path.join(dir, 'truncated.img');
     await writeFile(truncated, valid.subarray(0, valid.length - 2048));
     await expect(readBootImage(truncated)).rejects.toThrow(`${truncated} is truncated: its dtb section ends at byte`);
+  });
+
+  it('rejects a file shorter than its header', async () => {
+    await expect(readBootImage(valid.subarray(0, 1000))).rejects.toThrow('it has 1000 bytes, fewer than its header needs (1660)');
   });
 
   it('rejects a page size that the format does not allow', async () => {

@@ -138,10 +138,10 @@ function printedField(stdout: string, field: string): string | undefined {
 
 /**
  * Inserts a recovery dtbo into a v1 or v2 image that mkbootimg wrote without
- * one, following the documented layout: recovery_dtbo_size at 1632, its u64
- * offset at 1636, the id at 576 recomputed (SHA-1 over kernel, ramdisk,
- * second, recovery dtbo and, in v2, dtb, each followed by its u32 size), and
- * the padded section placed after the second stage and before the dtb.
+ * one, following the documented layout. It sets recovery_dtbo_size at 1632
+ * and its u64 offset at 1636, and recomputes the id at 576: SHA-1 over
+ * kernel, ramdisk, second, recovery dtbo and (v2) dtb, each followed by its
+ * u32 size. The padded section goes after the second stage, before the dtb.
  */
 async function withRecoveryDtbo(image: Buffer, testCase: Case): Promise<Buffer> {
   const page = testCase.pageSize;
@@ -297,7 +297,8 @@ describe('command lines over 511 bytes', () => {
     expect(first + rest).toBe(long);
 
     const info = await readBootImage(ours);
-    expect(info.kind === 'boot' && info.header.cmdline).toBe(long);
+    expect(info.kind).toBe('boot');
+    if (info.kind === 'boot') expect(info.header.cmdline).toBe(long);
   });
 
   it('1534 bytes, the v0 to v2 maximum, round-trip', async () => {
@@ -308,7 +309,8 @@ describe('command lines over 511 bytes', () => {
     expect(image[64 + 511]).toBe(0);
     expect(image[608 + 1023]).toBe(0);
     const info = await readBootImage(ours);
-    expect(info.kind === 'boot' && info.header.cmdline).toBe(maximum);
+    expect(info.kind).toBe('boot');
+    if (info.kind === 'boot') expect(info.header.cmdline).toBe(maximum);
   });
 });
 
@@ -332,7 +334,7 @@ describe('v3 against mkbootimg 29.0.6', () => {
     const theirs = path.join(dir, 'v3-theirs.img');
     const info = await readBootImage(theirs);
     expect(info.kind).toBe('boot');
-    expect(info.kind === 'boot' && info.header.headerSize).toBe(1596);
+    if (info.kind === 'boot') expect(info.header.headerSize).toBe(1596);
     const kernel = info.sections.find((section) => section.name === 'kernel')!;
     const ramdisk = info.sections.find((section) => section.name === 'ramdisk')!;
     expect((await readBootImageSection(theirs, kernel)).equals(await readFile(input.kernel!))).toBe(true);

@@ -1,9 +1,9 @@
 /**
  * Boot v4, init_boot and vendor_boot v4, which Debian's mkbootimg 29.0.6
- * cannot write: every field is checked at the offset the AOSP bootimg.h
- * layout gives it (numbers written out here, not taken from the writer),
- * then read back with our reader and with Debian's unpack_bootimg where it
- * understands the layout.
+ * cannot write. Every field is checked at the offset that the AOSP bootimg.h
+ * layout gives it, with the numbers written out here rather than taken from
+ * the writer. The images are then read back with our reader, and with
+ * Debian's unpack_bootimg where it understands the layout.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -120,7 +120,8 @@ describe('init_boot', () => {
     expect(image.length).toBe(8192);
 
     const info = await readBootImage(output);
-    expect(info.kind === 'boot' && info.osPatchLevel).toBe('2024-05');
+    expect(info.kind).toBe('boot');
+    if (info.kind === 'boot') expect(info.osPatchLevel).toBe('2024-05');
     expect(info.sections).toEqual([{ name: 'ramdisk', offset: 4096, size: 3001 }]);
   });
 });
@@ -212,6 +213,7 @@ describe('vendor_boot header version 4', () => {
     expect(u32(image, 2100)).toBe(0);
     expect(u32(image, 2116)).toBe(2);
     const info = await readBootImage(output);
-    expect(info.kind === 'vendor_boot' && info.ramdiskTable.map((entry) => entry.offset)).toEqual([0, 4096]);
+    expect(info.kind).toBe('vendor_boot');
+    if (info.kind === 'vendor_boot') expect(info.ramdiskTable.map((entry) => entry.offset)).toEqual([0, 4096]);
   });
 });

@@ -21,7 +21,7 @@ let dir: string;
 let raw: Buffer;
 let rawPath: string;
 
-/** A 4-byte word repeated over `size` bytes. */
+/** Returns `size` bytes that repeat one little-endian 4-byte word. */
 function fill(word: number, size: number): Buffer {
   const pattern = Buffer.alloc(4);
   pattern.writeUInt32LE(word);
@@ -148,6 +148,21 @@ describe('split sparse images', () => {
     expect((await readFile(expanded)).equals(padToBlocks(raw, 4096))).toBe(true);
   });
 
+  it('moves a FILL chunk that does not fit to the next part', async () => {
+    // With 1024-byte blocks and a 3146-byte limit, a part has 3094 bytes for chunks:
+    // RAW 3 blocks (3084) fits, the FILL (16) does not.
+    const small = Buffer.concat([randomBytes(3 * 1024), fill(0x5a5a5a5a, 1024), randomBytes(2 * 1024)]);
+    const smallPath = path.join(dir, 'small.raw');
+    await writeFile(smallPath, small);
+    const smallParts = await writeSparseImage(smallPath, path.join(dir, 'small.simg'), { blockSize: 1024, maxFileSize: 3146 });
+
+    const layouts = await Promise.all(smallParts.map(async (part) => (await readSparseImage(part)).chunks.map((chunk) => `${chunk.kind} ${chunk.blocks}`)));
+    expect(layouts).toEqual([['raw 3', 'dont_care 3'], ['dont_care 3', 'fill 1', 'raw 2']]);
+    const expanded = path.join(dir, 'small-expanded.raw');
+    await runTool('simg2img', [...smallParts, expanded]);
+    expect((await readFile(expanded)).equals(small)).toBe(true);
+  });
+
   it('writes one file named as given when the image fits', async () => {
     const written = await writeSparseImage(rawPath, path.join(dir, 'fits.simg'), { maxFileSize: 64 * 1024 * 1024 });
     expect(written).toEqual([path.join(dir, 'fits.simg')]);
@@ -178,7 +193,7 @@ describe('damaged sparse images', () => {
     const image = Buffer.from(valid);
     image.writeUInt32LE(image.readUInt32LE(16) + 1, 16);
     const error = await readError(image);
-    expect(error.message).toContain(`header says ${valid.readUInt32LE(16) + 1} blocks, but its chunks cover ${valid.readUInt32LE(16)}`);
+    expect(error.message).toContain(`header gives ${valid.readUInt32LE(16) + 1} blocks, but the chunks cover ${valid.readUInt32LE(16)}`);
 
     // simg2img also refuses the file.
     const damaged = path.join(dir, 'bad-total.simg');
@@ -222,7 +237,7 @@ describe('damaged sparse images', () => {
   it('rejects a RAW chunk whose total_sz does not match its blocks', async () => {
     const image = Buffer.from(valid);
     image.writeUInt32LE(image.readUInt32LE(28 + 8) + 4, 28 + 8);
-    expect((await readError(image)).message).toContain('chunk 0 (RAW, 3 blocks) says it is 12304 bytes, but that chunk takes 12300 bytes');
+    expect((await readError(image)).message).toContain('chunk 0 (RAW, 3 blocks) has total_sz 12304, but that chunk takes 12300 bytes');
   });
 
   it('rejects an unknown chunk type', async () => {

@@ -20,6 +20,7 @@ import { hasTool, runTool } from '../../core/exec.js';
 import { readConfigFile } from '../../kernel/config-file.js';
 import { configureKernel } from '../../kernel/configure.js';
 import { readConfigFromKernelImage } from '../../kernel/ikconfig.js';
+import { parseExpression } from '../../kernel/kconfig-expression.js';
 import { findDefinitions, indexKconfig, type KconfigIndex } from '../../kernel/kconfig-index.js';
 import { defaultFragmentPaths, packageRoot } from '../../kernel/paths.js';
 import { captureError, lines, temporaryFolder, writeTree } from './helpers.js';
@@ -104,6 +105,22 @@ describe.skipIf(!tarballPresent)('real Linux 6.1 source', () => {
     expect(kvm!.file).toBe('arch/arm64/kvm/Kconfig');
     expect(kvm!.type).toBe('bool');
     expect(kvm!.enclosingConditions.map((condition) => condition.expression)).toEqual(['VIRTUALIZATION']);
+  });
+
+  it('parses every condition of the tree', () => {
+    const conditions = [...index.definitions.values()].flat().flatMap((definition) => [...definition.ownConditions, ...definition.enclosingConditions]);
+    const selectConditions = [...index.reverseDependencies.values()].flat().flatMap((entry) => (entry.condition ? [entry.condition] : []));
+    expect(conditions.length).toBeGreaterThan(10_000);
+
+    const unparsed = [...conditions.map((condition) => condition.expression), ...selectConditions].filter((expression) => {
+      try {
+        parseExpression(expression);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(unparsed).toEqual([]);
   });
 
   it('defines every symbol of the shipped fragments', async () => {
