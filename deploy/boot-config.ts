@@ -22,6 +22,10 @@ export interface BootConfig {
   initramfs: string;
   cmdline: string;
   disks: BootDisk[];
+  /** QEMU device model for the rollback counter store disk that boot-test attaches last. */
+  counterStoreDevice?: string;
+  /** Stage 0 as a bootloader checks it: vbmeta over the kernel and initramfs. */
+  vbmeta?: { image: string; partitions: Record<string, string>; publicKey: string; rollbackIndexLocation: number };
   qemu: { binary: string; machine: string; cpu: string; memoryMiB: number };
 }
 

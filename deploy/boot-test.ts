@@ -14,11 +14,18 @@ import { kvmCandidate, type Accelerator } from './accelerator.js';
 import { readBootConfig, type BootConfig } from './boot-config.js';
 import { ConsoleWatcher, type ConsoleFailure, type MarkerHit } from './console-markers.js';
 import { qemuArgs, type ExtraDisk } from './qemu-command.js';
+import { checkStage0 } from './stage0-check.js';
+import { createCounterStore, readCounterStore, writeCounterStore } from '../signing/manifest-counters.js';
 
 export interface BootTestOptions {
   timeoutSeconds: number;
   /** Console transcript; defaults to DIR/logs/console.log. */
   logFile?: string;
+  /**
+   * Rollback counter store, attached as the guest's last disk and updated
+   * by its verifier; default a fresh all-zero store at DIR/logs/counters.img.
+   */
+  countersFile?: string;
   extraDisks?: ExtraDisk[];
   /** Seconds to wait for the first console line under KVM before falling back to TCG. */
   kvmProbeSeconds?: number;
@@ -32,7 +39,10 @@ export interface BootTestResult {
   /** Milliseconds from QEMU start to the runtime marker, when reached. */
   bootTimeMs?: number;
   markers: MarkerHit[];
-  failure?: ConsoleFailure | { kind: 'timeout' | 'qemu-exited'; line: string; atMs: number };
+  failure?: ConsoleFailure | { kind: 'timeout' | 'qemu-exited' | 'stage0-verification-failed'; line: string; atMs: number };
+  /** Counter store used, and its counters after the boot. */
+  countersFile: string;
+  counters: string[];
   lastLines: string[];
   logFile: string;
   command: string[];
@@ -45,27 +55,60 @@ interface QemuRun {
   elapsedMs: number;
 }
 
+/** Opens the counter store, creating a fresh one when it is the default and missing. */
+async function openCounters(dir: string, options: BootTestOptions): Promise<{ file: string; counters: bigint[] }> {
+  if (options.countersFile) return { file: options.countersFile, counters: await readCounterStore(options.countersFile) };
+
+  const file = path.join(dir, 'logs', 'counters.img');
+  await createCounterStore(file);
+  return { file, counters: await readCounterStore(file) };
+}
+
 export async function runBootTest(dir: string, options: BootTestOptions): Promise<BootTestResult> {
-  const config = await readBootConfig(dir);
+  const loaded = await readBootConfig(dir);
   const logFile = options.logFile ?? path.join(dir, 'logs', 'console.log');
   await mkdir(path.dirname(logFile), { recursive: true });
+  const store = await openCounters(dir, options);
+
+  const stage0 = await checkStage0(dir, loaded, store.counters);
+  if (!stage0.ok) {
+    const line = `qwamos: verification failed: boot: ${stage0.reason}`;
+    return {
+      passed: false, accelerator: 'tcg', acceleratorReason: 'not started: stage 0 failed on the host', markers: [], lastLines: [line], logFile, command: [],
+      failure: { kind: 'stage0-verification-failed', line, atMs: 0 },
+      countersFile: store.file, counters: store.counters.map(String),
+    };
+  }
+  await raiseCounter(store.file, store.counters, loaded.vbmeta?.rollbackIndexLocation ?? 0, stage0.rollbackIndex);
+
+  const config: BootConfig = { ...loaded, cmdline: stage0.cmdline };
+  const disks = [...(options.extraDisks ?? [])];
+  if (config.counterStoreDevice) disks.push({ file: store.file, device: config.counterStoreDevice, readOnly: false });
 
   let choice = await kvmCandidate(config.arch);
-  let args = qemuArgs(dir, config, choice.accelerator, options.extraDisks);
+  let args = qemuArgs(dir, config, choice.accelerator, disks);
   let run = await runQemu(config, args, logFile, options, choice.accelerator === 'kvm' ? (options.kvmProbeSeconds ?? 15) : undefined);
 
   if (choice.accelerator === 'kvm' && (run.outcome === 'no-output' || (run.outcome === 'exited' && run.watcher.hits.length === 0))) {
     choice = { accelerator: 'tcg', reason: `KVM probe failed (${run.outcome === 'no-output' ? 'no console output' : `QEMU exited with status ${run.exitCode}`}), using TCG` };
-    args = qemuArgs(dir, config, 'tcg', options.extraDisks);
+    args = qemuArgs(dir, config, 'tcg', disks);
     run = await runQemu(config, args, logFile, options, undefined);
   }
 
-  return summarize(run, choice.accelerator, choice.reason, logFile, [config.qemu.binary, ...args]);
+  const counters = (await readCounterStore(store.file).catch(() => store.counters)).map(String);
+  return { ...summarize(run, choice.accelerator, choice.reason, logFile, [config.qemu.binary, ...args]), countersFile: store.file, counters };
 }
 
-function summarize(run: QemuRun, accelerator: Accelerator, reason: string, logFile: string, command: string[]): BootTestResult {
+/** Raises a stage-0 counter after the host check passed, as a bootloader does after verifying vbmeta. */
+async function raiseCounter(file: string, counters: bigint[], location: number, index: bigint): Promise<void> {
+  if (index <= (counters[location] ?? 0n)) return;
+  counters[location] = index;
+  await writeCounterStore(file, counters);
+}
+
+function summarize(run: QemuRun, accelerator: Accelerator, reason: string, logFile: string, command: string[]): Omit<BootTestResult, 'countersFile' | 'counters'> {
   const { watcher } = run;
-  const result: BootTestResult = {
+  const result: Omit<BootTestResult, 'countersFile' | 'counters'> = {
     passed: watcher.passed,
     accelerator,
     acceleratorReason: reason,

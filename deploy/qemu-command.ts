@@ -30,9 +30,14 @@ export function qemuArgs(dir: string, config: BootConfig, accelerator: Accelerat
 
   const disks = [...config.disks.map((disk) => ({ ...disk, file: path.join(dir, disk.file) })), ...extraDisks];
   disks.forEach((disk, index) => {
-    const id = `disk${index}`;
-    args.push('-drive', `if=none,format=raw,id=${id},file=${disk.file}${disk.readOnly ? ',readonly=on' : ''}`);
-    args.push('-device', `${disk.device},drive=${id}`);
+    args.push('-drive', `if=none,format=raw,id=disk${index},file=${disk.file}${disk.readOnly ? ',readonly=on' : ''}`);
   });
+
+  // On the virt board the guest numbers virtio-mmio disks in the reverse
+  // of their -device order, so the devices are added last to first to make
+  // the first disk /dev/vda.
+  for (let index = disks.length - 1; index >= 0; index--) {
+    args.push('-device', `${disks[index]!.device},drive=disk${index}`);
+  }
   return args;
 }

@@ -18,13 +18,29 @@ import { publishBuild, type BuildRecord } from './publish.js';
 import { loadRecipe, sourceDateEpoch, type LoadedRecipe } from './recipes.js';
 import type { Step, StepResult } from './step.js';
 import { busyboxStep } from './steps/busybox.js';
-import { INITRAMFS_FILE, initramfsStep } from './steps/initramfs.js';
+import { EMBEDDED_SYSTEM_KEY_PATH, INITRAMFS_FILE, initramfsStep } from './steps/initramfs.js';
 import { KERNEL_CONFIG_FILE, KERNEL_RELEASE_FILE, kernelStep } from './steps/kernel.js';
 import { kernelSourceStep } from './steps/kernel-source.js';
+import { verifierStep } from './steps/verifier.js';
+import { CMDLINE_FILE, ROLLBACK_LOCATION, SYSTEM_MANIFEST_PARTITION_FILE, VBMETA_FILE, bootChainStep } from './steps/boot-chain.js';
+import { rawMldsaPublicKey, setUpSigning, type SigningSetup } from './signing-setup.js';
+import { recordSigning } from '../signing/ledger.js';
+import { encodeAvbPublicKey } from '../signing/avb-key.js';
+import { pemEncode } from '../signing/keys-pkcs8.js';
 import { SYSTEM_IMAGE_FILE, VERITY_FILE, systemImageStep, type VerityRecord } from './steps/system-image.js';
 
 export interface HostBuildOptions {
   device: string;
+  /** Key store folder; default: dev keys in the cache, created on first use. */
+  keysDir?: string;
+  /** Rejects dev keys. */
+  release?: boolean;
+  /** External signing program for the ML-DSA-87 stages. */
+  signerCommand?: string;
+  rollbackIndex?: number;
+  /** Signs an index below the ledger's last one; dev keys only. */
+  allowRollback?: boolean;
+  onDevKeysCreated?(dir: string): void;
   recipeFile: string;
   outDir: string;
   cacheDir: string;
@@ -58,14 +74,82 @@ function requireQemu(profile: DeviceProfile): NonNullable<DeviceProfile['qemu']>
   return profile.qemu;
 }
 
-export function hostSteps(profile: DeviceProfile, recipe: LoadedRecipe, epoch: number, kernelInput: LockedInput, busyboxInput: LockedInput, options: HostBuildOptions): Step[] {
+interface HostStepInputs {
+  profile: DeviceProfile;
+  recipe: LoadedRecipe;
+  epoch: number;
+  kernelInput: LockedInput;
+  busyboxInput: LockedInput;
+  signing: SigningSetup;
+  rollbackIndex: number;
+}
+
+export const AVB_PUBLIC_KEY_FILE = 'keys/avb_pubkey.bin';
+
+/** Public halves of the signing keys, published beside the images for `verify`. */
+async function publicKeyFiles(signing: SigningSetup): Promise<Record<string, Uint8Array | string>> {
+  const avbPem = await readFile(signing.avb.publicKeyFile, 'utf8');
+  const files: Record<string, Uint8Array | string> = {
+    'keys/root.pub': pemEncode('PUBLIC KEY', signing.root.publicKeySpki),
+    'keys/system-stage.pub': pemEncode('PUBLIC KEY', signing.systemStage.publicKeySpki),
+    'keys/guest-stage.pub': pemEncode('PUBLIC KEY', signing.guestStage.publicKeySpki),
+    [AVB_PUBLIC_KEY_FILE]: encodeAvbPublicKey(avbPem),
+  };
+  for (const key of [signing.systemStage, signing.guestStage]) {
+    if (key.certificateFile) files[`keys/${key.purpose}.cert`] = await readFile(key.certificateFile);
+  }
+  return files;
+}
+
+/** The chain section of build.json: which manifest covers which image, and who signs it. */
+function chainRecord(profile: DeviceProfile): Record<string, unknown> {
+  return {
+    formatVersion: 1,
+    deviceProfile: profile.id,
+    vbmeta: { image: VBMETA_FILE, publicKey: AVB_PUBLIC_KEY_FILE, partitions: { kernel: profile.kernel.imageTarget, initramfs: INITRAMFS_FILE } },
+    stages: [
+      { stage: 'kernel', manifest: 'kernel.manifest', image: profile.kernel.imageTarget, signer: 'root' },
+      { stage: 'initramfs', manifest: 'initramfs.manifest', image: INITRAMFS_FILE, signer: 'root', embeddedPublicKey: EMBEDDED_SYSTEM_KEY_PATH },
+      { stage: 'system', manifest: 'system.manifest', manifestPartition: SYSTEM_MANIFEST_PARTITION_FILE, image: SYSTEM_IMAGE_FILE, signer: 'system-stage', verity: true },
+    ],
+    keys: {
+      root: 'keys/root.pub',
+      'system-stage': 'keys/system-stage.pub',
+      'guest-stage': 'keys/guest-stage.pub',
+      'system-stage-certificate': 'keys/system-stage.cert',
+      'guest-stage-certificate': 'keys/guest-stage.cert',
+    },
+  };
+}
+
+export function hostSteps(inputs: HostStepInputs, options: HostBuildOptions): Step[] {
+  const { profile, recipe, epoch, signing } = inputs;
   return [
-    kernelSourceStep(kernelInput, lazyFetch(kernelInput, options)),
+    kernelSourceStep(inputs.kernelInput, lazyFetch(inputs.kernelInput, options)),
     kernelStep(profile, epoch),
-    busyboxStep(busyboxInput, lazyFetch(busyboxInput, options)),
-    initramfsStep(recipe.initPath, epoch),
+    busyboxStep(inputs.busyboxInput, lazyFetch(inputs.busyboxInput, options)),
+    verifierStep(),
+    initramfsStep(recipe.initPath, epoch, rawMldsaPublicKey(signing.systemStage), signing.systemStage.id),
     systemImageStep(recipe, epoch),
+    bootChainStep({
+      deviceProfile: profile.id,
+      kernelFile: profile.kernel.imageTarget,
+      rollbackIndex: inputs.rollbackIndex,
+      cmdline: (verity) => kernelCmdline(profile, recipe, verity),
+      signing,
+    }),
   ];
+}
+
+/** Refuses a rollback index below the last one signed with these keys (the ledger beside them). */
+async function recordRollbackIndexes(profile: DeviceProfile, signing: SigningSetup, rollbackIndex: number, allowRollback: boolean): Promise<void> {
+  const signings = [
+    { location: ROLLBACK_LOCATION.boot, key: signing.root },
+    { location: ROLLBACK_LOCATION.system, key: signing.systemStage },
+  ];
+  for (const { location, key } of signings) {
+    await recordSigning(signing.store.dir, { product: 'qwamos', device: profile.id, location, rollbackIndex, key, allowRollback });
+  }
 }
 
 /** The kernel command line: console, dm-verity table for the system disk, recipe extras. */
@@ -88,6 +172,8 @@ export function kernelCmdline(profile: DeviceProfile, recipe: LoadedRecipe, veri
     // dm-init creates the device before init runs; waitfor makes it wait
     // until the disk driver has probed the data device.
     `dm-mod.waitfor=${dataDevice}`,
+    // The initramfs checks the signed system manifest against this device profile.
+    `qwamos.device=${profile.id}`,
     ...(recipe.kernelCmdline ?? []),
   ].join(' ');
 }
@@ -104,11 +190,21 @@ export async function buildHostImage(options: HostBuildOptions): Promise<HostBui
   const kernelInput = findLockedInput(lockfile, profile.kernel.source.input, options.lockfilePath);
   const busyboxInput = findLockedInput(lockfile, recipe.initramfs.busyboxInput, options.lockfilePath);
 
-  const steps = hostSteps(profile, recipe, epoch, kernelInput, busyboxInput, options);
+  const signing = await setUpSigning({
+    cacheDir: options.cacheDir,
+    release: options.release ?? false,
+    ...(options.keysDir ? { keysDir: options.keysDir } : {}),
+    ...(options.signerCommand ? { signerCommand: options.signerCommand } : {}),
+    ...(options.onDevKeysCreated ? { onDevKeysCreated: options.onDevKeysCreated } : {}),
+  });
+  const rollbackIndex = options.rollbackIndex ?? 0;
+  await recordRollbackIndexes(profile, signing, rollbackIndex, options.allowRollback ?? false);
+
+  const steps = hostSteps({ profile, recipe, epoch, kernelInput, busyboxInput, signing, rollbackIndex }, options);
   const results = await runGraph(steps, { cacheDir: options.cacheDir, ...(options.noCache ? { noCache: true } : {}), ...options.events });
   const outputOf = (id: string): string => results.find((result) => result.id === id)!.outputDir;
 
-  const verity = JSON.parse(await readFile(path.join(outputOf('system-image'), VERITY_FILE), 'utf8')) as VerityRecord;
+  const cmdline = (await readFile(path.join(outputOf('boot-chain'), CMDLINE_FILE), 'utf8')).trim();
   const kernelRelease = (await readFile(path.join(outputOf('kernel'), KERNEL_RELEASE_FILE), 'utf8')).trim();
   const bootConfig: BootConfig = {
     formatVersion: 1,
@@ -116,8 +212,13 @@ export async function buildHostImage(options: HostBuildOptions): Promise<HostBui
     arch: profile.arch,
     kernel: profile.kernel.imageTarget,
     initramfs: INITRAMFS_FILE,
-    cmdline: kernelCmdline(profile, recipe, verity),
-    disks: [{ file: SYSTEM_IMAGE_FILE, device: qemu.disk.device, readOnly: true }],
+    cmdline,
+    disks: [
+      { file: SYSTEM_IMAGE_FILE, device: qemu.disk.device, readOnly: true },
+      { file: SYSTEM_MANIFEST_PARTITION_FILE, device: qemu.disk.device, readOnly: true },
+    ],
+    counterStoreDevice: qemu.disk.device,
+    vbmeta: { image: VBMETA_FILE, partitions: { kernel: profile.kernel.imageTarget, initramfs: INITRAMFS_FILE }, publicKey: AVB_PUBLIC_KEY_FILE, rollbackIndexLocation: ROLLBACK_LOCATION.boot },
     qemu: { binary: qemu.binary, machine: qemu.machine, cpu: qemu.cpu, memoryMiB: qemu.memoryMiB },
   };
 
@@ -130,8 +231,9 @@ export async function buildHostImage(options: HostBuildOptions): Promise<HostBui
       { step: 'initramfs', from: INITRAMFS_FILE, to: INITRAMFS_FILE },
       { step: 'system-image', from: SYSTEM_IMAGE_FILE, to: SYSTEM_IMAGE_FILE },
       { step: 'system-image', from: VERITY_FILE, to: VERITY_FILE },
+      ...['kernel.manifest', 'initramfs.manifest', 'system.manifest', SYSTEM_MANIFEST_PARTITION_FILE, VBMETA_FILE].map((file) => ({ step: 'boot-chain', from: file, to: file })),
     ],
-    { [BOOT_CONFIG_FILE]: bootConfig },
+    { [BOOT_CONFIG_FILE]: bootConfig, ...(await publicKeyFiles(signing)) },
     {
       formatVersion: 1,
       device: profile.id,
@@ -139,6 +241,9 @@ export async function buildHostImage(options: HostBuildOptions): Promise<HostBui
       sourceDateEpoch: epoch,
       kernelRelease,
       inputs: [kernelInput, busyboxInput].map((input) => ({ name: input.name, version: input.version, sha256: input.sha256 })),
+      rollbackIndex,
+      devKeys: signing.root.dev,
+      chain: chainRecord(profile),
     },
   );
 

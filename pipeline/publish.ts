@@ -35,7 +35,8 @@ export interface BuildRecord extends BuildRecordHeader {
 export const BUILD_RECORD_FILE = 'build.json';
 
 /**
- * Copies the files into `outDir`, writes the extra JSON documents, then
+ * Copies the files into `outDir`, writes the extra documents (strings and
+ * bytes as they are, other values as JSON), then
  * digests the folder and writes build.json last.
  */
 export async function publishBuild(
@@ -53,7 +54,10 @@ export async function publishBuild(
       await copyFile(path.join(byId.get(file.step)!.outputDir, file.from), path.join(temporary, file.to));
     }
     for (const [name, value] of Object.entries(documents)) {
-      await writeFile(path.join(temporary, name), `${JSON.stringify(value, null, 2)}\n`);
+      const target = path.join(temporary, name);
+      await mkdir(path.dirname(target), { recursive: true });
+      const raw = typeof value === 'string' || value instanceof Uint8Array;
+      await writeFile(target, raw ? value : `${JSON.stringify(value, null, 2)}\n`);
     }
 
     const full: BuildRecord = {

@@ -37,6 +37,7 @@ struct options {
   size_t public_key_count;
   int no_counters;
   int verity_only;
+  int manifest_partition;
 };
 
 static const char USAGE[] =
@@ -45,6 +46,7 @@ static const char USAGE[] =
   "\n"
   "  --stage NAME           stage the manifest must name; also selects the signature context\n"
   "  --manifest FILE        signed stage manifest\n"
+  "  --manifest-partition   --manifest is a partition: the manifest, then zero bytes up to its end\n"
   "  --image PATH           stage image file or block device\n"
   "  --pubkey FILE          raw ML-DSA-87 public key (2592 bytes) trusted for this stage; up to 8\n"
   "  --counters PATH        rollback counter store; the stage's counter is raised after success\n"
@@ -71,7 +73,7 @@ _Noreturn static void halt(int status, const char *format, ...) {
 
 static void parse_options(int argc, char **argv, struct options *options) {
   enum { OPT_STAGE = 256, OPT_MANIFEST, OPT_IMAGE, OPT_PUBKEY, OPT_COUNTERS, OPT_NO_COUNTERS, OPT_DEVICE_PROFILE,
-         OPT_VERITY_ONLY, OPT_HELP };
+         OPT_VERITY_ONLY, OPT_MANIFEST_PARTITION, OPT_HELP };
   static const struct option long_options[] = {
     { "stage", required_argument, NULL, OPT_STAGE },
     { "manifest", required_argument, NULL, OPT_MANIFEST },
@@ -81,6 +83,7 @@ static void parse_options(int argc, char **argv, struct options *options) {
     { "no-counters", no_argument, NULL, OPT_NO_COUNTERS },
     { "device-profile", required_argument, NULL, OPT_DEVICE_PROFILE },
     { "verity-only", no_argument, NULL, OPT_VERITY_ONLY },
+    { "manifest-partition", no_argument, NULL, OPT_MANIFEST_PARTITION },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -97,6 +100,7 @@ static void parse_options(int argc, char **argv, struct options *options) {
     case OPT_NO_COUNTERS: options->no_counters = 1; break;
     case OPT_DEVICE_PROFILE: options->device_profile = optarg; break;
     case OPT_VERITY_ONLY: options->verity_only = 1; break;
+    case OPT_MANIFEST_PARTITION: options->manifest_partition = 1; break;
     case OPT_HELP: fputs(USAGE, stdout); exit(0);
     case OPT_PUBKEY:
       if (options->public_key_count == MAX_PUBLIC_KEYS) {
@@ -159,10 +163,33 @@ static void load_public_keys(const struct options *options) {
   }
 }
 
-static void load_manifest(const char *path, struct qv_manifest *manifest) {
-  char reason[QV_REASON_SIZE];
-  size_t size = read_small_file(path, manifest_buffer, sizeof(manifest_buffer), "manifest");
+/*
+ * A manifest partition holds the manifest followed by zero bytes, because a
+ * disk cannot end at an arbitrary byte. Returns the manifest's own size,
+ * signed size + signature size (header offsets 16 and 20, u32 big-endian),
+ * when it fits in `size` and every byte after it is zero; otherwise returns
+ * `size` unchanged so that the parser reports what is wrong.
+ */
+static size_t trim_partition_padding(const uint8_t *buffer, size_t size) {
+  if (size < 24) return size;
 
+  uint64_t signed_size = ((uint64_t)buffer[16] << 24) | ((uint64_t)buffer[17] << 16) | ((uint64_t)buffer[18] << 8) | buffer[19];
+  uint64_t signature_size = ((uint64_t)buffer[20] << 24) | ((uint64_t)buffer[21] << 16) | ((uint64_t)buffer[22] << 8) | buffer[23];
+  uint64_t declared = signed_size + signature_size;
+  if (declared == 0 || declared > size) return size;
+
+  for (size_t i = (size_t)declared; i < size; i++) {
+    if (buffer[i] != 0) return size;
+  }
+  return (size_t)declared;
+}
+
+static void load_manifest(const char *path, int partition, struct qv_manifest *manifest) {
+  char reason[QV_REASON_SIZE];
+  size_t capacity = partition ? QV_MANIFEST_MAX_SIZE : sizeof(manifest_buffer);
+  size_t size = read_small_file(path, manifest_buffer, capacity, "manifest");
+
+  if (partition) size = trim_partition_padding(manifest_buffer, size);
   if (size > QV_MANIFEST_MAX_SIZE) {
     struct stat status;
     long long reported = stat(path, &status) == 0 ? (long long)status.st_size : (long long)size;
@@ -303,7 +330,7 @@ int main(int argc, char **argv) {
 
   parse_options(argc, argv, &options);
   load_public_keys(&options);
-  load_manifest(options.manifest_path, &manifest);
+  load_manifest(options.manifest_path, options.manifest_partition, &manifest);
 
   if (strcmp(manifest.stage_name, options.stage) != 0) halt(EXIT_VERIFY_FAILED, "stage mismatch (manifest is for %s)", manifest.stage_name);
   if (options.device_profile != NULL && strcmp(manifest.device_profile, options.device_profile) != 0) {

@@ -33,9 +33,11 @@ export function printBootTestResult(result: BootTestResult): void {
 export const bootTestCommand: Command = {
   name: ['boot-test'],
   summary: 'boot a build output folder in QEMU and report pass or fail',
-  help: `Usage: qwamos-build boot-test DIR [--timeout SECONDS] [--json]
+  help: `Usage: qwamos-build boot-test DIR [--timeout SECONDS] [--counters FILE] [--json]
 
-Boots the build output folder DIR in QEMU with the device profile's machine,
+First checks stage 0 on the host as a bootloader would (QEMU has none): the
+vbmeta signature, the kernel and initramfs digests and the rollback index.
+Then boots the build output folder DIR in QEMU with the device profile's machine,
 captures the serial console into DIR/logs/console.log, and passes only when
 the console shows, in order: the kernel booted, /dev/kvm present, the system
 image mounted through dm-verity, the runtime started. Fails on a timeout, a
@@ -45,15 +47,18 @@ otherwise TCG.
 
 Options:
   --timeout SECONDS   fail when the runtime marker has not appeared by then (default ${BOOT_TEST_TIMEOUT_SECONDS})
+  --counters FILE     rollback counter store the boot reads and raises, standing in for
+                      a phone's RPMB; keep it between boots to test anti-rollback
+                      (default: a fresh all-zero store in DIR/logs/counters.img)
   --json              print the result as JSON`,
 
   async run(argv) {
-    const { values, positionals } = parseCommandArgs('boot-test', argv, { timeout: { type: 'string' }, json: { type: 'boolean' } }, true);
+    const { values, positionals } = parseCommandArgs('boot-test', argv, { timeout: { type: 'string' }, counters: { type: 'string' }, json: { type: 'boolean' } }, true);
     if (positionals.length !== 1) {
       throw new QwamosError('USAGE', "boot-test: expected exactly one build output folder, such as 'out/qemu-virt-arm64'");
     }
 
-    const result = await runBootTest(positionals[0]!, { timeoutSeconds: parseTimeout(values.timeout) });
+    const result = await runBootTest(positionals[0]!, { timeoutSeconds: parseTimeout(values.timeout), ...(values.counters ? { countersFile: values.counters } : {}) });
     if (values.json) printJson({ ok: result.passed, ...result });
     else printBootTestResult(result);
     return result.passed ? 0 : 1;

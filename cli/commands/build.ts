@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { QwamosError } from '../../core/errors.js';
 import { REPO_ROOT } from '../../core/schema.js';
 import { runBootTest } from '../../deploy/boot-test.js';
 import { resolveCacheDir } from '../../pipeline/download-cache.js';
@@ -10,6 +11,14 @@ import { createProgressReporter } from '../progress.js';
 
 const DEFAULT_DEVICE = 'qemu-virt-arm64';
 const DEFAULT_RECIPE = path.join('recipes', 'host.yaml');
+
+function parseRollbackIndex(value: string | undefined): number {
+  if (value === undefined) return 0;
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new QwamosError('USAGE', `build: --rollback-index must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got '${value}'`);
+  }
+  return Number(value);
+}
 
 function printSummary(result: HostBuildResult): void {
   const rows = result.results.map((step) => [step.id, step.status, `${(step.durationMs / 1000).toFixed(1)} s`]);
@@ -36,6 +45,15 @@ Options:
   --offline         use only the download cache; fail naming any missing input
   --cache-dir DIR   cache folder (default $QWAMOS_CACHE_DIR, else ~/.cache/qwamos-build)
   --lockfile FILE   pinned inputs (default ${LOCKFILE_NAME} in the repository)
+  --keys DIR        key store to sign with (default: dev keys in the cache folder,
+                    created on first use; see 'qwamos-build keys generate')
+  --release         reject dev keys; needs --keys with release keys
+  --signer COMMAND  sign the ML-DSA-87 stages through an external program (HSM,
+                    offline machine); see docs/keys.md for its arguments
+  --rollback-index N
+                    anti-rollback index written into every stage (default 0); the
+                    ledger beside the keys rejects one below the last signed
+  --allow-rollback  sign an index below the last one (dev keys only)
   --no-cache        rerun every step even when a cached output exists
   --boot-test       boot the result in QEMU afterwards, as 'qwamos-build boot-test' does
   --quiet           print no progress lines
@@ -51,6 +69,11 @@ Options:
       lockfile: { type: 'string' },
       'no-cache': { type: 'boolean', default: false },
       'boot-test': { type: 'boolean', default: false },
+      keys: { type: 'string' },
+      release: { type: 'boolean', default: false },
+      signer: { type: 'string' },
+      'rollback-index': { type: 'string' },
+      'allow-rollback': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     });
@@ -64,6 +87,12 @@ Options:
       lockfilePath: values.lockfile ?? path.join(REPO_ROOT, LOCKFILE_NAME),
       offline: values.offline,
       noCache: values['no-cache'],
+      release: values.release,
+      rollbackIndex: parseRollbackIndex(values['rollback-index']),
+      allowRollback: values['allow-rollback'],
+      ...(values.keys ? { keysDir: values.keys } : {}),
+      ...(values.signer ? { signerCommand: values.signer } : {}),
+      onDevKeysCreated: (dir) => process.stderr.write(`created development keys in ${dir}; they are for development only and 'build --release' rejects them\n`),
       events: reporter,
       onFetch: reporter.onFetch,
     });
