@@ -4,7 +4,7 @@
  * boot marker in order before the timeout.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -57,7 +57,11 @@ interface QemuRun {
 
 /** Opens the counter store, creating a fresh one when it is the default and missing. */
 async function openCounters(dir: string, options: BootTestOptions): Promise<{ file: string; counters: bigint[] }> {
-  if (options.countersFile) return { file: options.countersFile, counters: await readCounterStore(options.countersFile) };
+  if (options.countersFile) {
+    // A store that does not exist yet is provisioned with all counters 0.
+    if (!existsSync(options.countersFile)) await createCounterStore(options.countersFile);
+    return { file: options.countersFile, counters: await readCounterStore(options.countersFile) };
+  }
 
   const file = path.join(dir, 'logs', 'counters.img');
   await createCounterStore(file);

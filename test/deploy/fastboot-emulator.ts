@@ -235,7 +235,7 @@ export class FastbootEmulator {
       this.interruption = undefined;
       state.dataRemaining = 0;
       state.dataParts = [];
-      state.socket.destroy();
+      state.socket.resetAndDestroy();
       return;
     }
 

@@ -52,7 +52,11 @@ describe('default host image', () => {
 
   it('publishes every artifact with its digest', () => {
     const names = firstBuild.outputs.map((output) => output.name).sort();
-    expect(names).toEqual(['Image', 'boot.json', 'initramfs.cpio.gz', 'kernel.config', 'system.img', 'verity.json']);
+    expect(names).toEqual([
+      'Image', 'boot.json', 'initramfs.cpio.gz', 'initramfs.manifest', 'kernel.config', 'kernel.manifest',
+      'keys/avb_pubkey.bin', 'keys/guest-stage.cert', 'keys/guest-stage.pub', 'keys/root.pub', 'keys/system-stage.cert', 'keys/system-stage.pub',
+      'system-manifest.img', 'system.img', 'system.manifest', 'vbmeta.img', 'verity.json',
+    ]);
     for (const output of firstBuild.outputs) expect(output.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -102,13 +106,16 @@ describe('default host image', () => {
   it('reruns only the system image when the runtime changes', async () => {
     const recipeDir = path.join(workDir, 'recipes');
     await cp(path.resolve('recipes'), recipeDir, { recursive: true });
-    await writeFile(path.join(recipeDir, 'sample-runtime', 'qwamos', 'etc', 'version'), '0.1.0-changed\n');
+    // A value no earlier run used, so the system image cannot come from the cache.
+    await writeFile(path.join(recipeDir, 'sample-runtime', 'qwamos', 'etc', 'version'), `0.1.0-${path.basename(workDir)}\n`);
 
     const result = await cli(['build', '--recipe', path.join(recipeDir, 'host.yaml'), '--out', path.join(workDir, 'out-changed'), '--json']);
     const changed = JSON.parse(result.stdout) as BuildJson;
     const statusOf = Object.fromEntries(changed.steps.map((step) => [step.id, step.status]));
 
-    expect(statusOf).toEqual({ 'kernel-source': 'cached', kernel: 'cached', busybox: 'cached', initramfs: 'cached', 'system-image': 'run' });
+    expect(statusOf).toEqual({
+      'kernel-source': 'cached', kernel: 'cached', busybox: 'cached', verifier: 'cached', initramfs: 'cached', 'system-image': 'run', 'boot-chain': 'run',
+    });
   }, 300_000);
 
   it('fails the boot with a dm-verity error after one data block is corrupted', async () => {
@@ -130,4 +137,75 @@ describe('default host image', () => {
     expect(report.passed).toBe(false);
     expect(report.failure.kind).toBe('verity-error');
   }, 180_000);
+
+  it('halts in the initramfs when the system manifest signature is corrupted', async () => {
+    const tampered = path.join(workDir, 'bad-signature');
+    await cp(outDir, tampered, { recursive: true });
+    await flipByte(path.join(tampered, 'system-manifest.img'), 4000);
+
+    const result = await cli(['boot-test', tampered, '--timeout', '120', '--json']);
+    const report = JSON.parse(result.stdout) as BootReport;
+
+    expect(result.status).toBe(1);
+    expect(report.failure.kind).toBe('verification-failed');
+    expect(report.failure.line).toBe('qwamos: verification failed: system: bad signature');
+    expect(report.markers.map((marker) => marker.id)).toEqual(['kernel', 'kvm']);
+  }, 180_000);
+
+  it('refuses to start QEMU when the kernel does not match vbmeta', async () => {
+    const tampered = path.join(workDir, 'bad-kernel');
+    await cp(outDir, tampered, { recursive: true });
+    await flipByte(path.join(tampered, 'Image'), 100_000);
+
+    const result = await cli(['boot-test', tampered, '--timeout', '120', '--json']);
+    const report = JSON.parse(result.stdout) as BootReport;
+
+    expect(result.status).toBe(1);
+    expect(report.failure.kind).toBe('stage0-verification-failed');
+    expect(report.failure.line).toMatch(/^qwamos: verification failed: boot: .*kernel/);
+    expect(report.markers).toEqual([]);
+  }, 60_000);
+
+  it('halts an image with a lower rollback index after a higher one booted', async () => {
+    const counters = path.join(workDir, 'counters.img');
+    const newer = path.join(workDir, 'index-2');
+    const older = path.join(workDir, 'index-1');
+    const keys = path.join(workDir, 'rollback-keys');
+    expect((await cli(['keys', 'generate', '--dir', keys, '--dev'])).status).toBe(0);
+    expect((await cli(['build', '--keys', keys, '--rollback-index', '2', '--out', newer, '--json'])).status).toBe(0);
+    expect((await cli(['build', '--keys', keys, '--rollback-index', '1', '--allow-rollback', '--out', older, '--json'])).status).toBe(0);
+
+    const first = await cli(['boot-test', newer, '--counters', counters, '--json']);
+    expect(first.status).toBe(0);
+    expect((JSON.parse(first.stdout) as BootReport).counters.slice(0, 2)).toEqual(['2', '2']);
+
+    const second = await cli(['boot-test', older, '--counters', counters, '--json']);
+    const report = JSON.parse(second.stdout) as BootReport;
+    expect(second.status).toBe(1);
+    expect(report.failure.line).toContain('rollback');
+  }, 600_000);
+
+  it('rejects a lower rollback index at signing without --allow-rollback', async () => {
+    const keys = path.join(workDir, 'rollback-keys');
+    const result = await cli(['build', '--keys', keys, '--rollback-index', '0', '--out', path.join(workDir, 'refused')]);
+
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('rollback index 0 is below 1, the last index signed');
+  }, 120_000);
 });
+
+interface BootReport {
+  passed: boolean;
+  failure: { kind: string; line: string };
+  markers: { id: string }[];
+  counters: string[];
+}
+
+async function flipByte(file: string, offset: number): Promise<void> {
+  const handle = await open(file, 'r+');
+  const byte = Buffer.alloc(1);
+  await handle.read(byte, 0, 1, offset);
+  byte[0] = byte[0]! ^ 0xff;
+  await handle.write(byte, 0, 1, offset);
+  await handle.close();
+}
