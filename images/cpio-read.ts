@@ -182,51 +182,54 @@ export function normalizeCpioPath(name: string): string | undefined {
 
 /** Decompresses the gzip member at `start`, reads the archives in it, and returns the member's size in bytes. */
 function readGzipMember(data: Buffer, start: number, context: ReadContext): number {
-  const member = { ...context, memberOffset: start };
-  const fail = (offset: number, reason: string): never => rejectArchive(context, offset, reason);
-
-  if (data.length - start < GZIP_HEADER_SIZE) fail(start, 'truncated gzip header');
-  if (data[start + 2] !== 8) fail(start + 2, `gzip compression method ${data[start + 2]} is not deflate (8)`);
+  if (data.length - start < GZIP_HEADER_SIZE) rejectArchive(context, start, 'truncated gzip header');
+  if (data[start + 2] !== 8) rejectArchive(context, start + 2, `gzip compression method ${data[start + 2]} is not deflate (8)`);
   const flags = data[start + 3]!;
   // lib/decompress_inflate.c skips only the 10-byte header and an FNAME
   // field, so any other optional field would be read as deflate data.
   if ((flags & ~(GZIP_FLG_FTEXT | GZIP_FLG_FNAME)) !== 0) {
-    fail(start + 3, `gzip flags 0x${flags.toString(16).padStart(2, '0')} set FHCRC, FEXTRA, FCOMMENT or reserved bits, which the kernel's gunzip does not parse`);
+    rejectArchive(context, start + 3, `gzip flags 0x${flags.toString(16).padStart(2, '0')} set FHCRC, FEXTRA, FCOMMENT or reserved bits, which the kernel's gunzip does not parse`);
   }
 
   let deflateStart = start + GZIP_HEADER_SIZE;
   if ((flags & GZIP_FLG_FNAME) !== 0) {
     const nameEnd = data.indexOf(0, deflateStart);
-    if (nameEnd < 0) fail(deflateStart, 'gzip file name has no terminating NUL');
+    if (nameEnd < 0) rejectArchive(context, deflateStart, 'gzip file name has no terminating NUL');
     deflateStart = nameEnd + 1;
   }
 
-  const remaining = context.maxDecompressedSize - context.decompressedTotal;
-  let decompressed: Buffer;
-  let deflateSize: number;
-  try {
-    const result = inflateRawSync(data.subarray(deflateStart), { info: true, maxOutputLength: Math.max(remaining, 1) }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
-    decompressed = result.buffer;
-    // With `info`, bytesWritten is the number of input bytes the inflater consumed: the deflate stream alone.
-    deflateSize = result.engine.bytesWritten;
-  } catch (error) {
-    if (error instanceof RangeError) {
-      throw new QwamosError('LIMIT_EXCEEDED', `${context.source}: gzip member at byte ${start} decompresses to more than the limit of ${context.maxDecompressedSize} bytes for all members together; raise maxDecompressedSize if the initramfs is really that large`, { cause: error });
-    }
-    fail(deflateStart, `invalid deflate data (${(error as Error).message})`);
-  }
-  if (decompressed.length > remaining) {
-    throw new QwamosError('LIMIT_EXCEEDED', `${context.source}: gzip member at byte ${start} decompresses to more than the limit of ${context.maxDecompressedSize} bytes for all members together; raise maxDecompressedSize if the initramfs is really that large`);
-  }
-  context.decompressedTotal += decompressed.length;
+  const { decompressed, deflateSize } = inflateMember(data, start, deflateStart, context);
 
   const trailer = deflateStart + deflateSize;
-  if (data.length - trailer < GZIP_TRAILER_SIZE) fail(trailer, 'truncated gzip trailer');
-  if (data.readUInt32LE(trailer) !== crc32(decompressed)) fail(trailer, 'gzip CRC32 does not match the decompressed data');
-  if (data.readUInt32LE(trailer + 4) !== decompressed.length % 2 ** 32) fail(trailer + 4, 'gzip ISIZE does not match the decompressed size');
+  if (data.length - trailer < GZIP_TRAILER_SIZE) rejectArchive(context, trailer, 'truncated gzip trailer');
+  if (data.readUInt32LE(trailer) !== crc32(decompressed)) rejectArchive(context, trailer, 'gzip CRC32 does not match the decompressed data');
+  if (data.readUInt32LE(trailer + 4) !== decompressed.length % 2 ** 32) rejectArchive(context, trailer + 4, 'gzip ISIZE does not match the decompressed size');
 
-  readDecompressed(decompressed, member);
+  readDecompressed(decompressed, { ...context, memberOffset: start });
   return trailer + GZIP_TRAILER_SIZE - start;
+}
+
+/**
+ * Inflates the raw deflate stream at `deflateStart` and returns its output
+ * and the number of compressed bytes it took, so that whatever follows the
+ * member is read too.
+ */
+function inflateMember(data: Buffer, memberStart: number, deflateStart: number, context: ReadContext): { decompressed: Buffer; deflateSize: number } {
+  const remaining = context.maxDecompressedSize - context.decompressedTotal;
+  const tooLarge = (): QwamosError => new QwamosError('LIMIT_EXCEEDED', `${context.source}: gzip member at byte ${memberStart} decompresses to more than the limit of ${context.maxDecompressedSize} bytes for all members together; raise maxDecompressedSize if the initramfs is really that large`);
+
+  let result: { buffer: Buffer; engine: { bytesWritten: number } };
+  try {
+    result = inflateRawSync(data.subarray(deflateStart), { info: true, maxOutputLength: Math.max(remaining, 1) }) as unknown as typeof result;
+  } catch (error) {
+    if (error instanceof RangeError) throw tooLarge();
+    rejectArchive(context, deflateStart, `invalid deflate data (${(error as Error).message})`);
+  }
+  if (result.buffer.length > remaining) throw tooLarge();
+  context.decompressedTotal += result.buffer.length;
+
+  // With `info`, bytesWritten counts the input bytes the inflater consumed: the deflate stream alone.
+  return { decompressed: result.buffer, deflateSize: result.engine.bytesWritten };
 }
 
 /** Reads the archives in decompressed data: archives separated by NUL bytes, each at a multiple of 4. */
@@ -355,5 +358,5 @@ function checkZeroPadding(data: Buffer, from: number, to: number, context: ReadC
 }
 
 function align4(value: number): number {
-  return (value + 3) & ~3;
+  return Math.ceil(value / 4) * 4;
 }

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { COUNTER_STORE_FILE_SIZE, encodeCounterStore } from '../../signing/manifest-counters.js';
 
 const run = promisify(execFile);
 const CLI = path.resolve('bin/qwamos-build.js');
@@ -182,16 +183,22 @@ describe('default host image', () => {
     const second = await cli(['boot-test', older, '--counters', counters, '--json']);
     const report = JSON.parse(second.stdout) as BootReport;
     expect(second.status).toBe(1);
-    expect(report.failure.line).toContain('rollback');
+    expect(report.failure.kind).toBe('stage0-verification-failed');
+    expect(report.failure.line).toMatch(/^qwamos: verification failed: boot: .*rollback index 1 is below the stored value 2 at location 0/);
+
+    // Only the system slot raised: stage 0 passes and the initramfs verifier halts.
+    const systemOnly = path.join(workDir, 'counters-system-only.img');
+    await writeFile(systemOnly, encodeCounterStoreFile([0n, 2n]));
+    const third = await cli(['boot-test', older, '--counters', systemOnly, '--json']);
+    const inGuest = JSON.parse(third.stdout) as BootReport;
+    expect(third.status).toBe(1);
+    expect(inGuest.failure.line).toBe('qwamos: verification failed: system: rollback (index 1 < stored 2)');
+
+    const refused = await cli(['build', '--keys', keys, '--rollback-index', '0', '--out', path.join(workDir, 'refused')]);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('rollback index 0 is below 1, the last index signed');
   }, 600_000);
 
-  it('rejects a lower rollback index at signing without --allow-rollback', async () => {
-    const keys = path.join(workDir, 'rollback-keys');
-    const result = await cli(['build', '--keys', keys, '--rollback-index', '0', '--out', path.join(workDir, 'refused')]);
-
-    expect(result.status).toBe(2);
-    expect(result.stderr).toContain('rollback index 0 is below 1, the last index signed');
-  }, 120_000);
 });
 
 interface BootReport {
@@ -199,6 +206,12 @@ interface BootReport {
   failure: { kind: string; line: string };
   markers: { id: string }[];
   counters: string[];
+}
+
+function encodeCounterStoreFile(counters: bigint[]): Buffer {
+  const file = Buffer.alloc(COUNTER_STORE_FILE_SIZE);
+  encodeCounterStore([...counters, ...new Array<bigint>(32 - counters.length).fill(0n)]).copy(file);
+  return file;
 }
 
 async function flipByte(file: string, offset: number): Promise<void> {
