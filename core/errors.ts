@@ -32,10 +32,16 @@ export type ErrorCode =
   /** A value does not fit a format limit (size, length, page size). */
   | 'LIMIT_EXCEEDED'
   /** APT cannot find a pinned Debian package version: its package lists are missing or stale, or the archive dropped that version. */
-  | 'PACKAGE_UNAVAILABLE';
+  | 'PACKAGE_UNAVAILABLE'
+  /** A check before flashing failed: wrong product, locked bootloader, image too large, checksum or verification. */
+  | 'FLASH_CHECK_FAILED'
+  /** Writing to a phone failed or was interrupted; the message names the partition. */
+  | 'FLASH_FAILED';
 
 /** Exit status per error code: 2 for invalid usage or input, 1 for failures. */
 const EXIT_STATUS: Record<ErrorCode, 1 | 2> = {
+  FLASH_CHECK_FAILED: 1,
+  FLASH_FAILED: 1,
   PACKAGE_UNAVAILABLE: 1,
   USAGE: 2,
   INPUT_INVALID: 2,

@@ -29,8 +29,8 @@ export type Slot = 'a' | 'b';
 export type SlotChoice = Slot | 'all' | 'other';
 export const SLOT_CHOICES: readonly SlotChoice[] = ['a', 'b', 'all', 'other'];
 
-/** Fastboot mode a step runs in: the bootloader or fastbootd (userspace). */
-export type FastbootMode = 'bootloader' | 'fastbootd';
+/** Where a step runs: the bootloader's fastboot, fastbootd (userspace fastboot), or Samsung's Download mode. */
+export type StepMode = 'bootloader' | 'fastbootd' | 'download';
 
 /** The AVB public key blob that a re-lockable bootloader takes as its custom root of trust. */
 export const AVB_CUSTOM_KEY_FILE = 'avb_custom_key.bin';
@@ -68,10 +68,10 @@ export interface FlashImage {
 export type SlotTarget = Slot | 'other';
 
 export type FlashStep =
-  | { kind: 'flash'; mode: FastbootMode; image: FlashImage; slot?: SlotTarget; target: string }
+  | { kind: 'flash'; mode: StepMode; image: FlashImage; slot?: SlotTarget; target: string }
   | { kind: 'reboot-fastboot' }
   | { kind: 'reboot-bootloader' }
-  | { kind: 'erase'; mode: FastbootMode; target: string; reason: 'requested' | 'wipe' }
+  | { kind: 'erase'; mode: StepMode; target: string; reason: 'requested' | 'wipe' }
   | { kind: 'set-active'; slot: SlotTarget }
   | { kind: 'reboot' };
 
@@ -80,7 +80,7 @@ export interface FlashPlanOptions {
   slot?: SlotChoice;
   /** The slot the device runs now; resolves `other`. Unknown in an offline dry run. */
   currentSlot?: Slot;
-  /** Partitions to erase after flashing (full names, such as userdata or misc_b is rejected). */
+  /** Partitions to erase after flashing, by their name on the device (userdata, boot_b). */
   erase?: string[];
   /** Erase userdata and metadata. */
   wipe?: boolean;
@@ -135,7 +135,7 @@ export async function buildFlashPlan(profile: DeviceProfile, dir: string, option
   const slot = android.ab ? planSlots(options.slot ?? 'other', options.currentSlot) : undefined;
   const reboot = options.reboot ?? true;
 
-  const steps = method === 'fastboot' ? fastbootSteps(images, slot, erase, reboot) : [];
+  const steps = method === 'fastboot' ? fastbootSteps(images, slot, erase, reboot) : heimdallSteps(images, reboot);
   return {
     device: profile.id,
     method,
@@ -353,7 +353,7 @@ function eraseTargets(profile: DeviceProfile, images: FlashImage[], options: Fla
 
 function fastbootSteps(images: FlashImage[], slot: FlashPlan['slot'], erase: { target: string; reason: 'requested' | 'wipe' }[], reboot: boolean): FlashStep[] {
   const steps: FlashStep[] = [];
-  const flashSteps = (image: FlashImage, mode: FastbootMode): FlashStep[] => {
+  const flashSteps = (image: FlashImage, mode: StepMode): FlashStep[] => {
     if (!image.slotted || !slot) return [{ kind: 'flash', mode, image, target: image.partition }];
     return slot.targets.map((target) => ({ kind: 'flash', mode, image, slot: target, target: targetName(image.partition, target) }));
   };
@@ -370,6 +370,13 @@ function fastbootSteps(images: FlashImage[], slot: FlashPlan['slot'], erase: { t
 
   for (const { target, reason } of erase) steps.push({ kind: 'erase', mode: 'bootloader', target, reason });
   if (slot?.setActive !== undefined) steps.push({ kind: 'set-active', slot: slot.setActive });
+  if (reboot) steps.push({ kind: 'reboot' });
+  return steps;
+}
+
+/** A heimdall plan is one `heimdall flash` call; its steps list the PIT partitions it writes. */
+function heimdallSteps(images: FlashImage[], reboot: boolean): FlashStep[] {
+  const steps: FlashStep[] = images.map((image) => ({ kind: 'flash', mode: 'download', image, target: image.pitName! }));
   if (reboot) steps.push({ kind: 'reboot' });
   return steps;
 }

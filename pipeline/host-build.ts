@@ -21,6 +21,7 @@ import { busyboxStep } from './steps/busybox.js';
 import { EMBEDDED_SYSTEM_KEY_PATH, INITRAMFS_FILE, initramfsStep } from './steps/initramfs.js';
 import { KERNEL_CONFIG_FILE, KERNEL_RELEASE_FILE, kernelStep } from './steps/kernel.js';
 import { kernelSourceStep } from './steps/kernel-source.js';
+import { buildPhoneImages } from './phone-build.js';
 import { verifierStep } from './steps/verifier.js';
 import { CMDLINE_FILE, ROLLBACK_LOCATION, SYSTEM_MANIFEST_PARTITION_FILE, VBMETA_FILE, bootChainStep } from './steps/boot-chain.js';
 import { rawMldsaPublicKey, setUpSigning, type SigningSetup } from './signing-setup.js';
@@ -178,8 +179,12 @@ export function kernelCmdline(profile: DeviceProfile, recipe: LoadedRecipe, veri
   ].join(' ');
 }
 
-export async function buildHostImage(options: HostBuildOptions): Promise<HostBuildResult> {
+export async function buildHostImage(options: HostBuildOptions & { kernelImage?: string }): Promise<HostBuildResult> {
   const profile = await loadProfile(options.device);
+  if (profile.android) return buildPhoneImages(profile, options);
+  if (options.kernelImage) {
+    throw new QwamosError('USAGE', `--kernel applies to phone profiles; device '${profile.id}' builds its kernel from ${profile.kernel.source.input ?? 'its pinned source'}`);
+  }
   const qemu = requireQemu(profile);
   const recipe = await loadRecipe(options.recipeFile);
   const epoch = sourceDateEpoch(recipe);

@@ -51,6 +51,7 @@ export async function publishBuild(
   return produceAtomic(outDir, async (temporary) => {
     await mkdir(temporary, { recursive: true });
     for (const file of files) {
+      await mkdir(path.dirname(path.join(temporary, file.to)), { recursive: true });
       await copyFile(path.join(byId.get(file.step)!.outputDir, file.from), path.join(temporary, file.to));
     }
     for (const [name, value] of Object.entries(documents)) {

@@ -32,9 +32,12 @@ export const buildCommand: Command = {
   summary: 'build the images for a device profile',
   help: `Usage: qwamos-build build [--device D] [--recipe R] [--out DIR] [OPTIONS]
 
-Builds the host image for device D from the recipe R: the kernel from the
-pinned Debian source, the initramfs, and the EROFS system image with its
-dm-verity hash tree. Every step is cached under a key computed from its
+Builds the images for device D from the recipe R. For qemu-virt-arm64: the
+kernel from the pinned Debian source, the initramfs, and the EROFS system
+image with its dm-verity hash tree. For phone profiles: boot, init_boot and
+vendor_boot images, the system image with an AVB hashtree footer, vbmeta,
+avb_custom_key and sparse images, from a kernel given with --kernel. Every
+stage is signed (ML-DSA-87 manifests, AVB). Every step is cached under a key computed from its
 inputs, so a rebuild reruns only what changed. Ends with one line per step
 (run or cached, and its duration).
 
@@ -42,6 +45,8 @@ Options:
   --device D        device profile in device-profiles/ (default ${DEFAULT_DEVICE})
   --recipe R        recipe file (default ${DEFAULT_RECIPE})
   --out DIR         output folder (default out/<device>)
+  --kernel IMAGE    prebuilt kernel Image, for phone profiles whose kernel source
+                    is not pinned here
   --offline         use only the download cache; fail naming any missing input
   --cache-dir DIR   cache folder (default $QWAMOS_CACHE_DIR, else ~/.cache/qwamos-build)
   --lockfile FILE   pinned inputs (default ${LOCKFILE_NAME} in the repository)
@@ -64,6 +69,7 @@ Options:
       device: { type: 'string', default: DEFAULT_DEVICE },
       recipe: { type: 'string', default: DEFAULT_RECIPE },
       out: { type: 'string' },
+      kernel: { type: 'string' },
       offline: { type: 'boolean', default: false },
       'cache-dir': { type: 'string' },
       lockfile: { type: 'string' },
@@ -88,6 +94,7 @@ Options:
       offline: values.offline,
       noCache: values['no-cache'],
       release: values.release,
+      ...(values.kernel ? { kernelImage: values.kernel } : {}),
       rollbackIndex: parseRollbackIndex(values['rollback-index']),
       allowRollback: values['allow-rollback'],
       ...(values.keys ? { keysDir: values.keys } : {}),

@@ -79,7 +79,7 @@ async function hashDescriptor(partitionName: string, imagePath: string): Promise
   return { kind: 'hash', imageSize: image.length, hashAlgorithm: 'sha256', partitionName, salt, digest, flags: 0 };
 }
 
-async function avbSigningKey(signing: SigningSetup): Promise<AvbRsaKey> {
+export async function avbSigningKey(signing: SigningSetup): Promise<AvbRsaKey> {
   // NOTE: vbmeta is signed with the decrypted local AVB key; --signer
   // covers the ML-DSA-87 stages only.
   const decrypted = await decryptStoredKey(signing.store, signing.avb);

@@ -38,7 +38,11 @@ export function verityRecord(image: VerityImage): VerityRecord {
   };
 }
 
-export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
+/**
+ * With `appendVerity` false (phone builds) the step writes the bare EROFS
+ * image, and the AVB hashtree footer is added later with the partition size.
+ */
+export function systemImageStep(recipe: LoadedRecipe, epoch: number, appendVerity = true): Step {
   const overlays = Object.fromEntries(recipe.overlayPaths.map((overlay, index) => [`overlay-${index}`, overlay]));
 
   return {
@@ -47,7 +51,7 @@ export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
     version: 3,
     inputs: async () => ({
       trees: overlays,
-      config: { epoch, verity: recipe.system.verity },
+      config: { epoch, verity: recipe.system.verity, appendVerity },
       tools: { 'mkfs.erofs': await toolVersion('mkfs.erofs') },
     }),
     async run({ outputDir, dependencies, logFile, progress }) {
@@ -70,6 +74,7 @@ export function systemImageStep(recipe: LoadedRecipe, epoch: number): Step {
       const image = path.join(outputDir, SYSTEM_IMAGE_FILE);
       await buildErofsImage({ sourceDir: staging, output: image, timestamp: epoch, label: 'system', logFile });
       await rm(staging, { recursive: true });
+      if (!appendVerity) return;
 
       progress('appending the dm-verity hash tree');
       const verity = await appendHashTreeInPlace(image, {
