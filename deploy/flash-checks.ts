@@ -5,7 +5,7 @@
  * some bootloaders do not report); the product, size and checksum checks
  * always run, as do the mode and slot checks.
  */
-import { QwamosError } from '../core/errors.js';
+import { isQwamosError, QwamosError } from '../core/errors.js';
 import type { DeviceProfile } from '../pipeline/profiles.js';
 import type { FlashPlan, Slot } from './flash-plan.js';
 
@@ -81,7 +81,10 @@ export async function checkBuildOutput(plan: FlashPlan, verifyBuild: VerifyBuild
     }
   }
 
-  const verification = await verifyBuild(plan.dir);
+  const verification = await verifyBuild(plan.dir).catch((error: unknown) => {
+    if (!isQwamosError(error)) throw error;
+    return { ok: false, failures: [error.message] };
+  });
   results.push(checkResult('verify', verification.ok, verification.ok
     ? `${plan.dir} passes verification`
     : `${plan.dir} does not pass verification: ${verification.failures.join('; ')}; rebuild and sign it again`));
@@ -242,19 +245,28 @@ export function parseSlot(text: string | undefined): Slot | undefined {
 
 /**
  * Throws FLASH_CHECK_FAILED when a check failed that `force` does not
- * cover; marks forceable failures as forced otherwise. The message starts
- * with the first failure and names the others; `details` lists them all.
+ * cover; otherwise returns the results with forceable failures marked forced.
  */
 export function enforceChecks(results: CheckResult[], force: boolean): CheckResult[] {
   const marked = results.map((result) => (!result.ok && result.forceable && force ? { ...result, forced: true } : result));
-  const blocking = marked.filter((result) => !result.ok && !result.forced);
-  if (blocking.length === 0) return marked;
+  if (marked.every((result) => result.ok || result.forced)) return marked;
+  throw checkFailure(marked);
+}
 
-  const first = blocking[0]!;
+/**
+ * Returns the FLASH_CHECK_FAILED error for the failed, unforced checks in
+ * `results`. The message starts with the first failure and names the
+ * others; `details` lists every failure message.
+ */
+export function checkFailure(results: CheckResult[]): QwamosError {
+  const blocking = results.filter((result) => !result.ok && !result.forced);
+  const first = blocking[0];
+  if (!first) throw new Error('checkFailure: no failed check');
+
   const more = blocking.length > 1 ? ` (${blocking.length - 1} more failed: ${blocking.slice(1).map((result) => result.name).join(', ')})` : '';
   const forceHint = blocking.every((result) => result.forceable) ? '; --force skips these checks' : '';
-  throw new QwamosError('FLASH_CHECK_FAILED', `refusing to flash: ${first.message}${more}${forceHint}`, {
+  return new QwamosError('FLASH_CHECK_FAILED', `refusing to flash: ${first.message}${more}${forceHint}`, {
     details: blocking.map((result) => result.message),
-    data: { checks: marked },
+    data: { checks: results },
   });
 }

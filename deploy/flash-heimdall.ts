@@ -94,15 +94,14 @@ export class HeimdallClient {
     const args = heimdallFlashArgs(plan, { resume: true });
     const bytes = plan.images.reduce((total, image) => total + image.fileSize, 0);
     const timeoutMs = this.timeouts.flashBaseMs + Math.ceil(bytes / (1024 * 1024)) * this.timeouts.flashPerMiBMs;
-    const run = await runLogged(this.program, args, this.log, timeoutMs);
-
     // heimdall 1.4.2 prints "Uploading NAME" before and "NAME upload successful" after each partition.
-    for (const line of run.lines) {
+    const report = (line: string): void => {
       const started = /^Uploading (\S+)/.exec(line);
       const finished = /^(\S+) upload successful/.exec(line);
       if (started) onProgress?.({ partition: started[1]!, phase: 'start' });
       if (finished) onProgress?.({ partition: finished[1]!, phase: 'done' });
-    }
+    };
+    const run = await runLogged(this.program, args, this.log, timeoutMs, report);
     if (run.exited) return;
 
     const failed = run.lines.map((line) => /^(\S+) upload failed/.exec(line)?.[1]).find((name) => name !== undefined);

@@ -49,10 +49,14 @@ export interface LoggedRun {
  * so the caller can say which step failed; a missing program still throws
  * TOOL_MISSING with its Debian package.
  */
-export async function runLogged(program: string, argv: readonly string[], log: FlashLog, timeoutMs: number): Promise<LoggedRun> {
+export async function runLogged(program: string, argv: readonly string[], log: FlashLog, timeoutMs: number, onLine?: (line: string) => void): Promise<LoggedRun> {
   const lines: string[] = [];
+  const collect = (line: string): void => {
+    lines.push(line);
+    onLine?.(line);
+  };
   try {
-    await runTool(program, argv, { logFile: log.path, onLine: (line) => lines.push(line), timeoutMs });
+    await runTool(program, argv, { logFile: log.path, onLine: collect, timeoutMs });
     return { exited: true, lines, timedOut: false };
   } catch (error) {
     if (!isQwamosError(error, 'COMMAND_FAILED')) throw error;

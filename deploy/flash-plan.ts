@@ -380,3 +380,37 @@ function heimdallSteps(images: FlashImage[], reboot: boolean): FlashStep[] {
   if (reboot) steps.push({ kind: 'reboot' });
   return steps;
 }
+
+/** A plan as plain JSON for `flash --json`: steps with file names, sizes and digests, no Maps. */
+export function planToJson(plan: FlashPlan): Record<string, unknown> {
+  return {
+    device: plan.device,
+    method: plan.method,
+    dir: plan.dir,
+    slot: plan.slot ?? null,
+    reboot: plan.reboot,
+    steps: plan.steps.map((step) => {
+      switch (step.kind) {
+        case 'flash':
+          return {
+            kind: step.kind,
+            mode: step.mode,
+            partition: step.target,
+            file: step.image.file,
+            size: step.image.fileSize,
+            imageSize: step.image.imageSize,
+            sparse: step.image.sparse,
+            sha256: step.image.sha256,
+            logical: step.image.logical,
+          };
+        case 'erase':
+          return { kind: step.kind, mode: step.mode, partition: step.target, reason: step.reason };
+        case 'set-active':
+          return { kind: step.kind, slot: step.slot };
+        default:
+          return { kind: step.kind };
+      }
+    }),
+    warnings: plan.warnings,
+  };
+}
