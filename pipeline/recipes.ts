@@ -1,5 +1,6 @@
 /** Image recipes: YAML files in recipes/ that say what goes into an image. */
 import path from 'node:path';
+import { QwamosError } from '../core/errors.js';
 import { loadYamlFile } from '../core/schema.js';
 
 export interface Recipe {
@@ -38,6 +39,9 @@ export async function loadRecipe(file: string): Promise<LoadedRecipe> {
  */
 export function sourceDateEpoch(recipe: Recipe, env: NodeJS.ProcessEnv = process.env): number {
   const fromEnv = env.SOURCE_DATE_EPOCH;
-  if (fromEnv !== undefined && /^\d+$/.test(fromEnv)) return Number(fromEnv);
-  return recipe.sourceDateEpoch ?? 0;
+  if (fromEnv === undefined || fromEnv === '') return recipe.sourceDateEpoch ?? 0;
+  if (!/^\d+$/.test(fromEnv)) {
+    throw new QwamosError('INPUT_INVALID', `SOURCE_DATE_EPOCH '${fromEnv}' is not a whole number of seconds since 1970; set it to one, for example $(git log -1 --format=%ct), or unset it`);
+  }
+  return Number(fromEnv);
 }

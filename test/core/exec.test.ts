@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { runTool } from '../core/exec.js';
-import { QwamosError } from '../core/errors.js';
+import { runTool } from '../../core/exec.js';
+import { QwamosError } from '../../core/errors.js';
 
 describe('runTool', () => {
   it('returns stdout of a program', async () => {
