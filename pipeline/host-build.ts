@@ -136,6 +136,7 @@ export function hostSteps(inputs: HostStepInputs, options: HostBuildOptions): St
       deviceProfile: profile.id,
       kernelFile: profile.kernel.imageTarget,
       rollbackIndex: inputs.rollbackIndex,
+      ...(options.signerCommand ? { signerCommand: options.signerCommand } : {}),
       cmdline: (verity) => kernelCmdline(profile, recipe, verity),
       signing,
     }),

@@ -38,6 +38,8 @@ export interface BootChainOptions {
   deviceProfile: string;
   kernelFile: string;
   rollbackIndex: number;
+  /** External signing program, part of the cache key so that switching signers re-signs. */
+  signerCommand?: string;
   /** Builds the kernel command line from the system image's verity parameters. */
   cmdline(verity: VerityRecord): string;
   signing: SigningSetup;
@@ -96,7 +98,7 @@ export function bootChainStep(options: BootChainOptions): Step {
     version: 1,
     inputs: async () => ({
       digests: { root: signing.root.id, systemStage: signing.systemStage.id, guestStage: signing.guestStage.id, avb: signing.avb.id },
-      config: { deviceProfile: options.deviceProfile, rollbackIndex: options.rollbackIndex, kernelFile: options.kernelFile },
+      config: { deviceProfile: options.deviceProfile, rollbackIndex: options.rollbackIndex, kernelFile: options.kernelFile, signerCommand: options.signerCommand ?? null },
     }),
     async run({ outputDir, dependencies, progress }) {
       const kernel = path.join(dependencies.kernel!, options.kernelFile);

@@ -199,7 +199,53 @@ describe('default host image', () => {
     expect(refused.stderr).toContain('rollback index 0 is below 1, the last index signed');
   }, 600_000);
 
+  it('signs through an external --signer program with the same bytes as local keys', async () => {
+    const keys = path.join(workDir, 'signer-keys');
+    expect((await cli(['keys', 'generate', '--dir', keys, '--dev'])).status).toBe(0);
+    const local = path.join(workDir, 'signed-locally');
+    expect((await cli(['build', '--keys', keys, '--out', local, '--quiet'])).status).toBe(0);
+
+    const calls = path.join(workDir, 'signer-calls.log');
+    const script = path.join(workDir, 'signer.mjs');
+    await writeFile(script, signerScript(keys, calls));
+    const external = path.join(workDir, 'signed-externally');
+    const result = await cli(['build', '--keys', keys, '--signer', `${process.execPath} ${script}`, '--out', external, '--quiet']);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+
+    const logged = (await readFile(calls, 'utf8')).trim().split('\n');
+    expect(logged).toHaveLength(3);
+    for (const manifest of ['kernel.manifest', 'initramfs.manifest', 'system.manifest']) {
+      expect((await readFile(path.join(external, manifest))).equals(await readFile(path.join(local, manifest)))).toBe(true);
+    }
+
+    const garbage = path.join(workDir, 'garbage-signer.mjs');
+    await writeFile(garbage, 'process.stdout.write("not a signature");\n');
+    const refused = await cli(['build', '--keys', keys, '--signer', `${process.execPath} ${garbage}`, '--out', path.join(workDir, 'bad-signer'), '--quiet']);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/signature/);
+  }, 1_800_000);
 });
+
+/** An external signer that signs with a dev key store and logs each call's arguments. */
+function signerScript(keys: string, calls: string): string {
+  const module = (name: string): string => JSON.stringify(path.resolve('dist/signing', name));
+  return `
+import { appendFileSync } from 'node:fs';
+const { loadKeyStore } = await import(${module('keys-store.js')});
+const { makeSigner } = await import(${module('keys-signer.js')});
+const { DEV_PASSPHRASE } = await import(${module('keys-passphrase.js')});
+const args = process.argv.slice(2);
+const value = (name) => args[args.indexOf(name) + 1];
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+appendFileSync(${JSON.stringify(calls)}, args.join(' ') + '\\n');
+const store = await loadKeyStore(${JSON.stringify(keys)}, { passphrase: DEV_PASSPHRASE });
+const key = store.keys.find((candidate) => candidate.id === value('--key-id'));
+const signature = await makeSigner(store, key.purpose)(Buffer.concat(chunks), Buffer.from(value('--context'), 'hex'));
+process.stdout.write(signature);
+`;
+}
 
 interface BootReport {
   passed: boolean;
