@@ -10,8 +10,7 @@ import { BOOT_CONFIG_FILE } from '../deploy/boot-config.js';
 import { QwamosError } from '../core/errors.js';
 import { formatDmModCreate } from '../images/verity-dm.js';
 import type { VerityImage } from '../images/verity-image.js';
-import { fetchInput } from './fetch-apt.js';
-import { runGraph, type GraphOptions } from './graph.js';
+import { runGraph } from './graph.js';
 import { findLockedInput, loadLockfile, type LockedInput } from './lockfile.js';
 import { loadProfile, type DeviceProfile } from './profiles.js';
 import { publishBuild, type BuildRecord } from './publish.js';
@@ -24,34 +23,15 @@ import { kernelSourceStep } from './steps/kernel-source.js';
 import { buildPhoneImages } from './phone-build.js';
 import { verifierStep } from './steps/verifier.js';
 import { CMDLINE_FILE, ROLLBACK_LOCATION, SYSTEM_MANIFEST_PARTITION_FILE, VBMETA_FILE, bootChainStep } from './steps/boot-chain.js';
-import { rawMldsaPublicKey, setUpSigning, type SigningSetup } from './signing-setup.js';
+import { rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
+import { lazyFetch, signingFor, type BuildOptions } from './build-options.js';
+
+export type { BuildOptions };
 import { recordSigning } from '../signing/ledger.js';
 import { encodeAvbPublicKey } from '../signing/avb-key.js';
 import { pemEncode } from '../signing/keys-pkcs8.js';
 import { SYSTEM_IMAGE_FILE, VERITY_FILE, systemImageStep, type VerityRecord } from './steps/system-image.js';
 
-export interface HostBuildOptions {
-  device: string;
-  /** Key store folder; default: dev keys in the cache, created on first use. */
-  keysDir?: string;
-  /** Rejects dev keys. */
-  release?: boolean;
-  /** External signing program for the ML-DSA-87 stages. */
-  signerCommand?: string;
-  rollbackIndex?: number;
-  /** Signs an index below the ledger's last one; dev keys only. */
-  allowRollback?: boolean;
-  onDevKeysCreated?(dir: string): void;
-  recipeFile: string;
-  outDir: string;
-  cacheDir: string;
-  lockfilePath: string;
-  offline: boolean;
-  noCache?: boolean;
-  events?: Pick<GraphOptions, 'onStepStart' | 'onProgress' | 'onStepDone'>;
-  /** Receives one line for each input download. */
-  onFetch?(message: string): void;
-}
 
 export interface HostBuildResult {
   outDir: string;
@@ -59,14 +39,6 @@ export interface HostBuildResult {
   results: StepResult[];
 }
 
-/** Returns a memoized function that fetches and verifies one pinned input. */
-function lazyFetch(input: LockedInput, options: HostBuildOptions): () => Promise<string> {
-  let fetched: Promise<string> | undefined;
-  return () => {
-    fetched ??= fetchInput(input, { cacheDir: options.cacheDir, offline: options.offline, ...(options.onFetch ? { onProgress: options.onFetch } : {}) });
-    return fetched;
-  };
-}
 
 function requireQemu(profile: DeviceProfile): NonNullable<DeviceProfile['qemu']> {
   if (!profile.qemu) {
@@ -123,7 +95,7 @@ function chainRecord(profile: DeviceProfile): Record<string, unknown> {
   };
 }
 
-export function hostSteps(inputs: HostStepInputs, options: HostBuildOptions): Step[] {
+export function hostSteps(inputs: HostStepInputs, options: BuildOptions): Step[] {
   const { profile, recipe, epoch, signing } = inputs;
   return [
     kernelSourceStep(inputs.kernelInput, lazyFetch(inputs.kernelInput, options)),
@@ -180,7 +152,7 @@ export function kernelCmdline(profile: DeviceProfile, recipe: LoadedRecipe, veri
   ].join(' ');
 }
 
-export async function buildHostImage(options: HostBuildOptions & { kernelImage?: string }): Promise<HostBuildResult> {
+export async function buildHostImage(options: BuildOptions & { kernelImage?: string }): Promise<HostBuildResult> {
   const profile = await loadProfile(options.device);
   if (profile.android) return buildPhoneImages(profile, options);
   if (options.kernelImage) {
@@ -196,13 +168,7 @@ export async function buildHostImage(options: HostBuildOptions & { kernelImage?:
   const kernelInput = findLockedInput(lockfile, profile.kernel.source.input, options.lockfilePath);
   const busyboxInput = findLockedInput(lockfile, recipe.initramfs.busyboxInput, options.lockfilePath);
 
-  const signing = await setUpSigning({
-    cacheDir: options.cacheDir,
-    release: options.release ?? false,
-    ...(options.keysDir ? { keysDir: options.keysDir } : {}),
-    ...(options.signerCommand ? { signerCommand: options.signerCommand } : {}),
-    ...(options.onDevKeysCreated ? { onDevKeysCreated: options.onDevKeysCreated } : {}),
-  });
+  const signing = await signingFor(options);
   const rollbackIndex = options.rollbackIndex ?? 0;
   await recordRollbackIndexes(profile, signing, rollbackIndex, options.allowRollback ?? false);
 

@@ -8,13 +8,13 @@ import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
 import { pemEncode } from '../signing/keys-pkcs8.js';
 import { runGraph } from './graph.js';
-import type { HostBuildOptions, HostBuildResult } from './host-build.js';
-import { findLockedInput, loadLockfile, type LockedInput } from './lockfile.js';
-import { fetchInput } from './fetch-apt.js';
+import type { HostBuildResult } from './host-build.js';
+import { lazyFetch, signingFor, type BuildOptions } from './build-options.js';
+import { findLockedInput, loadLockfile } from './lockfile.js';
 import type { DeviceProfile } from './profiles.js';
 import { publishBuild, type PublishedFile } from './publish.js';
 import { loadRecipe, sourceDateEpoch } from './recipes.js';
-import { rawMldsaPublicKey, setUpSigning, type SigningSetup } from './signing-setup.js';
+import { rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
 import { AVB_CUSTOM_KEY_FILE, SPARSE_DIR, androidImagesStep } from './steps/android-images.js';
 import { busyboxStep } from './steps/busybox.js';
 import { initramfsStep } from './steps/initramfs.js';
@@ -22,7 +22,7 @@ import { systemImageStep } from './steps/system-image.js';
 import { verifierStep } from './steps/verifier.js';
 import { recordSigning } from '../signing/ledger.js';
 
-export interface PhoneBuildOptions extends HostBuildOptions {
+export interface PhoneBuildOptions extends BuildOptions {
   /** Prebuilt kernel Image for the device. */
   kernelImage?: string;
 }
@@ -30,10 +30,6 @@ export interface PhoneBuildOptions extends HostBuildOptions {
 const PARTITION_IMAGES = ['boot.img', 'init_boot.img', 'vendor_boot.img', 'system.img', 'vbmeta.img'];
 const MANIFESTS = ['boot.manifest', 'init_boot.manifest', 'system.manifest'];
 
-function lazyFetch(input: LockedInput, options: HostBuildOptions): () => Promise<string> {
-  let fetched: Promise<string> | undefined;
-  return () => (fetched ??= fetchInput(input, { cacheDir: options.cacheDir, offline: options.offline }));
-}
 
 function chainRecord(profile: DeviceProfile): Record<string, unknown> {
   return {
@@ -65,13 +61,7 @@ export async function buildPhoneImages(profile: DeviceProfile, options: PhoneBui
   const epoch = sourceDateEpoch(recipe);
   const lockfile = await loadLockfile(options.lockfilePath);
   const busyboxInput = findLockedInput(lockfile, recipe.initramfs.busyboxInput, options.lockfilePath);
-  const signing = await setUpSigning({
-    cacheDir: options.cacheDir,
-    release: options.release ?? false,
-    ...(options.keysDir ? { keysDir: options.keysDir } : {}),
-    ...(options.signerCommand ? { signerCommand: options.signerCommand } : {}),
-    ...(options.onDevKeysCreated ? { onDevKeysCreated: options.onDevKeysCreated } : {}),
-  });
+  const signing = await signingFor(options);
   const rollbackIndex = options.rollbackIndex ?? 0;
   await recordRollbackIndexes(profile, signing, rollbackIndex, options.allowRollback ?? false);
 
