@@ -30,8 +30,8 @@ interface CliBuild {
 
 /**
  * Links (or copies, across file systems) the verified downloads of the
- * user's cache into `cacheDir`, so the cold build skips the ~140 MB
- * download. Returns the number of files seeded.
+ * user's cache into `cacheDir`, so the cold build skips downloading the
+ * pinned packages. Returns the number of files seeded.
  */
 async function seedDownloads(cacheDir: string): Promise<{ from: string; files: number }> {
   const from = path.join(resolveCacheDir(), 'downloads', 'sha256');

@@ -32,7 +32,7 @@ export interface GroupResult {
 
 /** State shared by the groups of one run. */
 export interface BenchContext {
-  /** Repetitions of short measurements; the reported figure is their median. */
+  /** Repetitions of short measurements, whose median is reported. */
   runs: number;
   /** A build output folder made in this run (by the host-build group), for the boot-chain group. */
   buildOutputDir?: string;
@@ -102,8 +102,12 @@ export async function measureInProcess<T>(work: () => Promise<T>): Promise<InPro
   }
 }
 
-/** Returns the median wall time in milliseconds of `runs` calls of `work`. */
+/**
+ * Returns the median wall time in milliseconds of `runs` calls of `work`,
+ * after one untimed call that warms the JIT and the page cache.
+ */
 export async function medianMs(runs: number, work: () => unknown): Promise<number> {
+  await work();
   const times: number[] = [];
   for (let run = 0; run < runs; run++) {
     const started = process.hrtime.bigint();
@@ -140,8 +144,8 @@ export async function requireTool(command: string): Promise<void> {
 /**
  * Runs a host program through runTool and measures its wall time here. When
  * GNU time is installed the program runs under it, which adds its user and
- * system time and its peak RSS; the wall time then includes starting GNU
- * time, about a millisecond.
+ * system time and its peak RSS. The wall time then includes starting GNU
+ * time.
  */
 export async function runTimedTool(command: string, args: readonly string[], options: RunOptions & { workDir: string }): Promise<ToolTiming> {
   await requireTool(command);
@@ -163,7 +167,7 @@ export async function runTimedTool(command: string, args: readonly string[], opt
   return { ...output, wallMs, cpuMs: (user + system) * 1000, peakRssBytes: rssKiB * 1024 };
 }
 
-/** The 1, 5 and 15 minute load averages, rounded to two decimals. */
+/** Returns the 1, 5 and 15 minute load averages, rounded to two decimals. */
 export function loadAverage(): number[] {
   return os.loadavg().map((value) => Math.round(value * 100) / 100);
 }

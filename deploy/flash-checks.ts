@@ -1,13 +1,16 @@
 /**
  * The checks `qwamos-build flash` runs before it writes anything. Each
  * check has a name that its failure message starts with. `--force` skips
- * only the forceable ones (build verification and the unlock state, which
- * some bootloaders do not report); the product, size and checksum checks
- * always run, as do the mode and slot checks.
+ * only build verification and the unlock state, which some bootloaders do
+ * not report. Every other check always runs, among them product, size,
+ * checksum, mode and slots.
  */
+import { readFile } from 'node:fs/promises';
 import { isQwamosError, QwamosError } from '../core/errors.js';
 import type { DeviceProfile } from '../pipeline/profiles.js';
-import type { FlashPlan, Slot } from './flash-plan.js';
+import { decodeAvbPublicKey, findAvbAlgorithm } from '../signing/avb-key.js';
+import { parseVbmeta } from '../signing/avb-vbmeta.js';
+import { AVB_CUSTOM_KEY_PARTITION, type FlashPlan, type Slot } from './flash-plan.js';
 
 export type CheckName =
   /** build.json was written for the device being flashed. */
@@ -31,12 +34,14 @@ export type CheckName =
   /** `heimdall detect` finds a device in Download mode. */
   | 'download-mode'
   /** The device's partition table (PIT) lists every partition the plan writes. */
-  | 'pit';
+  | 'pit'
+  /** avb_custom_key.bin is a valid AVB public key blob of the profile's key size, and vbmeta.img is signed with it. */
+  | 'avb-key';
 
 export interface CheckResult {
   name: CheckName;
   ok: boolean;
-  /** What was compared; for a failure, what failed and what to do. */
+  /** Description of the comparison, or for a failure of what failed and what to do. */
   message: string;
   /** `--force` turns this failure into a warning. */
   forceable: boolean;
@@ -49,12 +54,13 @@ export type VerifyBuild = (dir: string) => Promise<{ ok: boolean; failures: stri
 
 /** The read-only fastboot queries the device checks need. */
 export interface FastbootQueries {
-  /** `getvar NAME`; undefined when the device answers FAIL. */
+  /** Runs `getvar NAME`; returns undefined when the device responds FAIL. */
   getvar(name: string): Promise<string | undefined>;
 }
 
 const FORCEABLE: ReadonlySet<CheckName> = new Set(['verify', 'unlocked']);
 
+/** Builds a check result; a failure's message starts with "check 'NAME' failed:". */
 export function checkResult(name: CheckName, ok: boolean, message: string): CheckResult {
   return { name, ok, message: ok ? message : `check '${name}' failed: ${message}`, forceable: FORCEABLE.has(name) };
 }
@@ -81,14 +87,57 @@ export async function checkBuildOutput(plan: FlashPlan, verifyBuild: VerifyBuild
     }
   }
 
+  // The verifier rejects a folder it cannot read by throwing; that message carries its own advice.
   const verification = await verifyBuild(plan.dir).catch((error: unknown) => {
     if (!isQwamosError(error)) throw error;
-    return { ok: false, failures: [error.message] };
+    return { ok: false, failures: [error.message], thrown: true };
   });
+  const advice = 'thrown' in verification ? '' : '; rebuild and sign it again';
   results.push(checkResult('verify', verification.ok, verification.ok
     ? `${plan.dir} passes verification`
-    : `${plan.dir} does not pass verification: ${verification.failures.join('; ')}; rebuild and sign it again`));
+    : `${plan.dir} does not pass verification: ${verification.failures.join('; ')}${advice}`));
   return results;
+}
+
+/**
+ * Checks the key a re-lockable bootloader will trust: avb_custom_key.bin
+ * must be a well-formed AVB public key blob with the key size of the
+ * profile's algorithm, and vbmeta.img must carry the same public key.
+ * Otherwise a phone re-locked with this key would refuse to boot the build.
+ * Returns no result when the plan flashes no avb_custom_key.
+ */
+export async function checkAvbCustomKey(plan: FlashPlan, profile: DeviceProfile): Promise<CheckResult[]> {
+  const key = plan.images.find((image) => image.partition === AVB_CUSTOM_KEY_PARTITION);
+  const vbmeta = plan.images.find((image) => image.partition === 'vbmeta');
+  if (!key || !profile.android) return [];
+
+  const algorithm = findAvbAlgorithm(profile.android.avb.algorithm);
+  const blob = await readFile(key.path);
+  let keyBits: number;
+  try {
+    keyBits = decodeAvbPublicKey(blob).keyBits;
+  } catch (error) {
+    if (!isQwamosError(error)) throw error;
+    return [checkResult('avb-key', false, `${key.file} is not a valid AVB public key blob (${error.message}); write it with 'qwamos-build avb extract_public_key'`)];
+  }
+  if (keyBits !== algorithm.keyBits) {
+    return [checkResult('avb-key', false, `${key.file} holds a ${keyBits}-bit key, but ${profile.id} signs with ${algorithm.name} (${algorithm.keyBits} bits); rebuild with the profile's key`)];
+  }
+  if (!vbmeta) {
+    return [checkResult('avb-key', true, `${key.file} is a ${keyBits}-bit AVB public key blob`)];
+  }
+
+  let signedWith: Buffer;
+  try {
+    signedWith = parseVbmeta(await readFile(vbmeta.path)).publicKey;
+  } catch (error) {
+    if (!isQwamosError(error)) throw error;
+    return [checkResult('avb-key', false, `${vbmeta.file} cannot be parsed (${error.message}), so its signing key cannot be compared with ${key.file}`)];
+  }
+  const same = signedWith.equals(blob);
+  return [checkResult('avb-key', same, same
+    ? `${vbmeta.file} is signed with the key in ${key.file}`
+    : `${vbmeta.file} is not signed with the key in ${key.file}; a bootloader re-locked with that key would not boot this build, so rebuild both with one key`)];
 }
 
 function checksumResult(plan: FlashPlan, file: string, sha256: string, size: number): CheckResult {
@@ -128,11 +177,11 @@ export function parseFastbootDevices(output: string): string[] {
     .map((fields) => fields[0]!);
 }
 
-/** Checks that the device answers in the bootloader, not in fastbootd, and reports a product. */
+/** Checks that the device responds in the bootloader, not in fastbootd, and reports a product. */
 export async function checkFastbootMode(device: FastbootQueries, serial: string): Promise<CheckResult & { product?: string }> {
   const product = await device.getvar('product');
   if (product === undefined) {
-    return checkResult('mode', false, `the device at ${serial} answers, but not 'getvar product'; it may not be in fastboot mode`);
+    return checkResult('mode', false, `the device at ${serial} responds, but not to 'getvar product'; it may not be in fastboot mode`);
   }
   const userspace = await device.getvar('is-userspace');
   if (userspace === 'yes') {
@@ -149,18 +198,18 @@ export interface FastbootDeviceFacts {
 }
 
 /**
- * Runs the device checks of a fastboot plan: product, unlock state, slots
- * and partition sizes. The plan's slots must be resolved against the
- * current slot this returns before the size check means anything, so the
- * size check runs in `checkFastbootPartitionSizes` after resolution.
+ * Runs the device checks that need no resolved slot (product, unlock
+ * state, slots) and reads the current slot and max-download-size. The size
+ * check follows in `checkFastbootPartitionSizes`, once the plan's slots are
+ * resolved against the current slot.
  */
-export async function checkFastbootDevice(plan: FlashPlan, profile: DeviceProfile, device: FastbootQueries, product: string): Promise<FastbootDeviceFacts> {
+export async function checkFastbootDevice(profile: DeviceProfile, device: FastbootQueries, product: string): Promise<FastbootDeviceFacts> {
   const results: CheckResult[] = [productResult(profile, product)];
 
   const unlocked = await device.getvar('unlocked');
   results.push(checkResult('unlocked', unlocked === 'yes', unlocked === 'yes'
     ? 'the bootloader is unlocked'
-    : `the bootloader reports unlocked: ${unlocked ?? '(no answer)'}; unlock it first (fastboot flashing unlock, which erases user data), or use --force if this bootloader does not report its state`));
+    : `the bootloader reports unlocked: ${unlocked ?? '(no response)'}; unlock it first (fastboot flashing unlock, which erases user data), or use --force if this bootloader does not report its state`));
 
   const slotCount = parseDeviceNumber(await device.getvar('slot-count'));
   const currentText = await device.getvar('current-slot');
@@ -170,7 +219,7 @@ export async function checkFastbootDevice(plan: FlashPlan, profile: DeviceProfil
     const ok = slotCount !== undefined && slotCount >= 2 && currentSlot !== undefined;
     results.push(checkResult('slots', ok, ok
       ? `the device has ${slotCount} slots and runs slot ${currentSlot}`
-      : `${profile.id} is an A/B device, but the device reports slot-count ${slotCount ?? '(no answer)'} and current-slot ${currentText ?? '(no answer)'}; check that --device matches the phone`));
+      : `${profile.id} is an A/B device, but the device reports slot-count ${slotCount ?? '(no response)'} and current-slot ${currentText ?? '(no response)'}; check that --device matches the phone`));
   } else {
     const ok = slotCount === undefined || slotCount < 2;
     results.push(checkResult('slots', ok, ok
@@ -182,14 +231,16 @@ export async function checkFastbootDevice(plan: FlashPlan, profile: DeviceProfil
   return { results, currentSlot, maxDownloadSize };
 }
 
+/** Checks `getvar product` against the profile's codenames. */
 export function productResult(profile: DeviceProfile, product: string): CheckResult {
   const codenames = profile.codenames ?? [];
-  const ok = codenames.includes(product);
-  return checkResult('product', ok, ok
-    ? `the device reports product ${product}, a codename of ${profile.id}`
-    : codenames.length === 0
-      ? `device-profiles/${profile.id}.yaml lists no codenames, so the device (product ${product}) cannot be matched; add codenames to the profile`
-      : `the device reports product '${product}', but ${profile.id} expects ${codenames.join(' or ')}; connect a ${profile.name} or pick the profile of this phone with --device`);
+  if (codenames.includes(product)) {
+    return checkResult('product', true, `the device reports product ${product}, a codename of ${profile.id}`);
+  }
+  if (codenames.length === 0) {
+    return checkResult('product', false, `device-profiles/${profile.id}.yaml lists no codenames, so the device (product ${product}) cannot be matched; add codenames to the profile`);
+  }
+  return checkResult('product', false, `the device reports product '${product}', but ${profile.id} expects ${codenames.join(' or ')}; connect a ${profile.name} or pick the profile of this phone with --device`);
 }
 
 /**
@@ -203,7 +254,12 @@ export async function checkFastbootPartitionSizes(plan: FlashPlan, device: Fastb
   for (const step of plan.steps) {
     if (step.kind !== 'flash' || step.mode !== 'bootloader') continue;
     const size = parseDeviceNumber(await device.getvar(`partition-size:${step.target}`));
-    results.push(sizeResult(step.image.file, step.image.imageSize, step.target, size));
+    if (size === undefined && step.target === AVB_CUSTOM_KEY_PARTITION) {
+      // Bootloaders take the key through a flash command without listing it as a partition; the avb-key check covers its format.
+      results.push(checkResult('partition-size', true, `the device does not report partition-size:${AVB_CUSTOM_KEY_PARTITION}; ${step.image.file} was checked as an AVB key blob instead`));
+      continue;
+    }
+    results.push(sizeResult(step.image.file, step.image.imageSize, step.target, step.target, size));
   }
 
   const logical = plan.images.filter((image) => image.logical);
@@ -213,14 +269,14 @@ export async function checkFastbootPartitionSizes(plan: FlashPlan, device: Fastb
     const copies = plan.slot?.targets.length ?? 1;
     const total = logical.reduce((sum, image) => sum + image.imageSize * copies, 0);
     const names = logical.map((image) => image.file).join(', ');
-    results.push(sizeResult(names, total, `${superName} (logical partitions)`, superSize));
+    results.push(sizeResult(names, total, superName, `${superName} (logical partitions)`, superSize));
   }
   return results;
 }
 
-function sizeResult(file: string, imageSize: number, target: string, partitionSize: number | undefined): CheckResult {
+function sizeResult(file: string, imageSize: number, partition: string, target: string, partitionSize: number | undefined): CheckResult {
   if (partitionSize === undefined) {
-    return checkResult('partition-size', false, `the device does not report partition-size:${target.split(' ')[0]}, so ${file} (${imageSize} bytes) cannot be checked against it; the partition may not exist on this device`);
+    return checkResult('partition-size', false, `the device does not report partition-size:${partition}, so ${file} (${imageSize} bytes) cannot be checked against it; the partition may not exist on this device`);
   }
   const fits = imageSize <= partitionSize;
   return checkResult('partition-size', fits, fits

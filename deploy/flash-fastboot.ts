@@ -1,8 +1,8 @@
 /**
  * Runs a fastboot flash plan through the `fastboot` program (Debian package
  * fastboot 29.0.6): one invocation per step, each logged, each with a
- * timeout, because fastboot 29.0.6 waits without end for a device that
- * does not answer and for a TCP peer that closes mid-transfer.
+ * timeout. fastboot 29.0.6 waits without end for a device that does not
+ * respond, and for a TCP peer that closes the connection (FIN) mid-transfer.
  *
  * Images larger than the device's max-download-size are split with our
  * sparse writer into parts of at most that size, and each part is flashed
@@ -10,7 +10,9 @@
  * the whole partition whose blocks held by the other parts are DONT_CARE,
  * so the device assembles the image from the parts in order. fastboot
  * sends a file of at most max-download-size as it is, so the device gets
- * exactly these parts.
+ * exactly these parts. fastboot could split a large file itself, but
+ * 29.0.6 sends a truncated sparse image when the file size is not a
+ * multiple of 4096 (test/deploy/fastboot-emulator.test.ts shows it).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -21,14 +23,18 @@ import { writeSparseImage } from '../images/sparse-write.js';
 import type { DeviceProfile } from '../pipeline/profiles.js';
 import { parseDeviceNumber, parseFastbootDevices, parseSlot, productResult, type FastbootQueries } from './flash-checks.js';
 import { runLogged, type FlashLog } from './flash-log.js';
-import type { FlashImage, FlashPlan, FlashStep } from './flash-plan.js';
+import { AVB_CUSTOM_KEY_PARTITION, type FlashImage, type FlashPlan, type FlashStep } from './flash-plan.js';
 
 export interface FastbootTimeouts {
   /** Milliseconds for a getvar, erase, set_active or reboot. Default 15 000. */
   commandMs: number;
   /** Milliseconds to wait for the device to come back after a reboot into fastbootd or the bootloader. Default 120 000. */
   rebootMs: number;
-  /** Milliseconds for a transfer: a base plus a time per MiB. Default 60 000 + 2 000 per MiB (0.5 MiB/s). */
+  /**
+   * Milliseconds for a transfer: a base plus a time per MiB. Default
+   * 60 000 + 2 000 per MiB (0.5 MiB/s). NOTE: an estimate with room for
+   * slow USB 2.0 links and flash writes, not measured on a phone.
+   */
   transferBaseMs: number;
   transferPerMiBMs: number;
 }
@@ -67,13 +73,13 @@ export class FastbootClient implements FastbootQueries {
     if (run.exited && reported === undefined) return { ok: true, lines: run.lines, timedOut: false };
 
     const failure = reported
-      ?? (run.timedOut ? `no answer from the device within ${Math.round(timeoutMs / 1000)} s` : run.lines[run.lines.length - 1] ?? run.error);
+      ?? (run.timedOut ? `no response from the device within ${Math.round(timeoutMs / 1000)} s` : run.lines[run.lines.length - 1] ?? run.error);
     return { ok: false, lines: run.lines, timedOut: run.timedOut, failure };
   }
 
   /**
-   * Runs `getvar NAME`; returns undefined when the device answers FAIL and
-   * throws FLASH_FAILED when no device answers at all.
+   * Runs `getvar NAME`; returns undefined when the device responds FAIL and
+   * throws FLASH_FAILED when no device responds at all.
    */
   async getvar(name: string, timeoutMs = this.timeouts.commandMs): Promise<string | undefined> {
     const result = await this.run(['getvar', name], timeoutMs);
@@ -259,7 +265,7 @@ async function runStep(plan: FlashPlan, client: FastbootClient, step: FlashStep,
 }
 
 /**
- * Waits for the device to answer in `mode` after a reboot and checks its
+ * Waits for the device to respond in `mode` after a reboot and checks its
  * product again, so a different phone that appears at the same address is
  * never written.
  */
@@ -267,9 +273,9 @@ async function expectMode(client: FastbootClient, profile: DeviceProfile, mode: 
   const userspace = await client.getvar('is-userspace', client.timeouts.rebootMs);
   const inFastbootd = userspace === 'yes';
   if (inFastbootd !== (mode === 'fastbootd')) {
-    throw new QwamosError('FLASH_FAILED', `after rebooting into ${mode}, the device reports is-userspace: ${userspace ?? '(no answer)'}; it is not in ${mode}, so flashing stopped`);
+    throw new QwamosError('FLASH_FAILED', `after rebooting into ${mode}, the device reports is-userspace: ${userspace ?? '(no response)'}; it is not in ${mode}, so flashing stopped`);
   }
-  const product = (await client.getvar('product')) ?? '(no answer)';
+  const product = (await client.getvar('product')) ?? '(no response)';
   const check = productResult(profile, product);
   if (!check.ok) throw new QwamosError('FLASH_FAILED', `after rebooting into ${mode}: ${check.message}`);
 }
@@ -296,12 +302,14 @@ async function checkReadback(plan: FlashPlan, client: FastbootClient, readback: 
     if (step.kind !== 'flash' || step.mode !== 'bootloader') continue;
     const value = await client.getvar(`partition-size:${step.target}`);
     const size = parseDeviceNumber(value);
-    readback.push({ variable: `partition-size:${step.target}`, value, ok: size !== undefined && size >= step.image.imageSize });
+    // A bootloader may take avb_custom_key without reporting it as a partition.
+    const unreported = size === undefined && step.target === AVB_CUSTOM_KEY_PARTITION;
+    readback.push({ variable: `partition-size:${step.target}`, value, ok: unreported || (size !== undefined && size >= step.image.imageSize) });
   }
 
   const wrong = readback.filter((entry) => !entry.ok);
   if (wrong.length > 0) {
-    const listed = wrong.map((entry) => `${entry.variable} is ${entry.value ?? '(no answer)'}${entry.expected === undefined ? '' : `, expected ${entry.expected}`}`);
+    const listed = wrong.map((entry) => `${entry.variable} is ${entry.value ?? '(no response)'}${entry.expected === undefined ? '' : `, expected ${entry.expected}`}`);
     throw new QwamosError('FLASH_FAILED', `read back after flashing does not match the plan: ${listed.join('; ')}; the device was not rebooted, so inspect it with fastboot getvar`, {
       data: { readback },
     });

@@ -74,8 +74,9 @@ export class HeimdallClient {
   }
 
   /**
-   * Reads the PIT with `print-pit --no-reboot` and checks that it lists every
-   * PIT name the plan writes; a missing name means another model or a wrong profile.
+   * Reads the PIT with `print-pit --no-reboot` and checks that it lists
+   * every PIT name the plan writes. A missing name means another model or a
+   * wrong profile.
    */
   async checkPit(plan: FlashPlan): Promise<CheckResult> {
     const run = await runLogged(this.program, ['print-pit', '--no-reboot'], this.log, this.timeouts.commandMs);

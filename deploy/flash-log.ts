@@ -1,8 +1,8 @@
 /**
  * The flash session log: every fastboot or heimdall invocation, its full
  * output and its exit status, appended to one file per session so that a
- * failed flash can be reconstructed afterwards. Only commands, file paths
- * and device answers are written; the tools print no key material.
+ * failed flash can be reconstructed afterwards. The log contains commands,
+ * file paths and device responses, and the tools print no key material.
  */
 import { appendFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -20,7 +20,7 @@ export class FlashLog {
     return log;
   }
 
-  /** Appends one line, prefixed with '# ' so it stands out from tool output. */
+  /** Appends one line, prefixed with '# ' to set it apart from tool output. */
   async note(text: string): Promise<void> {
     await appendFile(this.path, `# ${text}\n`);
   }
@@ -46,7 +46,7 @@ export interface LoggedRun {
 /**
  * Runs `program argv` through runTool, appending the command line and all
  * output to the log. A failing exit or a timeout is returned, not thrown,
- * so the caller can say which step failed; a missing program still throws
+ * so the caller can name the failed step. A missing program still throws
  * TOOL_MISSING with its Debian package.
  */
 export async function runLogged(program: string, argv: readonly string[], log: FlashLog, timeoutMs: number, onLine?: (line: string) => void): Promise<LoggedRun> {

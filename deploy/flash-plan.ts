@@ -5,8 +5,8 @@
  *
  * Order of a fastboot plan, and why:
  * 1. In the bootloader, every physical partition image goes to the target
- *    slot, then `avb_custom_key` (unslotted) where the profile says the
- *    bootloader can be re-locked with a custom key.
+ *    slot, then `avb_custom_key` (unslotted) where the profile marks the
+ *    bootloader as re-lockable with a custom key.
  * 2. Logical partitions (inside `super`) are written from fastbootd, the
  *    userspace fastboot, because a bootloader does not know them: `reboot
  *    fastboot`, flash them, `reboot bootloader`.
@@ -21,7 +21,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
-import { readSparseImage } from '../images/sparse-read.js';
+import { isSparseImage, readSparseImage } from '../images/sparse-read.js';
 import type { DeviceProfile, PartitionSpec } from '../pipeline/profiles.js';
 
 export type Slot = 'a' | 'b';
@@ -29,7 +29,7 @@ export type Slot = 'a' | 'b';
 export type SlotChoice = Slot | 'all' | 'other';
 export const SLOT_CHOICES: readonly SlotChoice[] = ['a', 'b', 'all', 'other'];
 
-/** Where a step runs: the bootloader's fastboot, fastbootd (userspace fastboot), or Samsung's Download mode. */
+/** Device mode a step runs in: the bootloader's fastboot, fastbootd (userspace fastboot), or Samsung's Download mode. */
 export type StepMode = 'bootloader' | 'fastbootd' | 'download';
 
 /** The AVB public key blob that a re-lockable bootloader takes as its custom root of trust. */
@@ -37,7 +37,12 @@ export const AVB_CUSTOM_KEY_FILE = 'avb_custom_key.bin';
 export const AVB_CUSTOM_KEY_PARTITION = 'avb_custom_key';
 export const BUILD_RECORD_FILE = 'build.json';
 
-/** Partitions that `--wipe` erases; Android formats both on the next boot, which removes all user data. */
+/**
+ * Partitions that `--wipe` erases, which removes all user data.
+ * NOTE: `fastboot -w` also formats them; this plan only erases them and
+ * relies on the device formatting them at the next boot (fstab's
+ * `formattable` flag). No real device has checked that here.
+ */
 export const WIPE_PARTITIONS = ['userdata', 'metadata'] as const;
 
 /** One image file of the build and the partition it goes to. */
@@ -46,6 +51,7 @@ export interface FlashImage {
   partition: string;
   /** File name inside the build output folder. */
   file: string;
+  /** The build output folder joined with `file`. */
   path: string;
   /** File size in bytes. */
   fileSize: number;
@@ -130,7 +136,7 @@ export async function buildFlashPlan(profile: DeviceProfile, dir: string, option
   checkSlotOptions(profile, options);
 
   const record = await readBuildRecord(dir);
-  const images = await collectImages(profile, dir);
+  const { images, skipped } = await collectImages(profile, dir);
   const erase = eraseTargets(profile, images, options);
   const slot = android.ab ? planSlots(options.slot ?? 'other', options.currentSlot) : undefined;
   const reboot = options.reboot ?? true;
@@ -144,7 +150,7 @@ export async function buildFlashPlan(profile: DeviceProfile, dir: string, option
     images,
     steps,
     record,
-    warnings: planWarnings(profile, slot),
+    warnings: [...skipped, ...profileWarnings(profile), ...slotWarnings(slot)],
     reboot,
   };
 }
@@ -162,7 +168,8 @@ export function resolvePlanSlots(plan: FlashPlan, currentSlot: Slot): FlashPlan 
     if (step.kind === 'set-active') return { ...step, slot: resolve(step.slot) };
     return step;
   });
-  return { ...plan, slot, steps, warnings: planWarnings(undefined, slot, plan.warnings) };
+  // An unresolved plan has no slot warnings, because the current slot was unknown.
+  return { ...plan, slot, steps, warnings: [...plan.warnings, ...slotWarnings(slot)] };
 }
 
 export function otherSlot(slot: Slot): Slot {
@@ -197,19 +204,16 @@ function planSlots(choice: SlotChoice, current: Slot | undefined): NonNullable<F
   }
 }
 
-function planWarnings(profile: DeviceProfile | undefined, slot: FlashPlan['slot'], previous: string[] = []): string[] {
-  const warnings = previous.filter((warning) => !warning.startsWith('slot '));
-  if (profile) {
-    const flashFacts = (profile.unconfirmed ?? []).filter((pointer) => pointer === '/codenames' || pointer === '/android/ab' || pointer.startsWith('/android/partitions/'));
-    if (flashFacts.length > 0) {
-      warnings.push(`profile ${profile.id} marks these flashing facts as unconfirmed: ${flashFacts.join(', ')}; the device checks compare them with what the device reports`);
-    }
-  }
+function profileWarnings(profile: DeviceProfile): string[] {
+  const flashFacts = (profile.unconfirmed ?? []).filter((pointer) => pointer === '/codenames' || pointer === '/android/ab' || pointer.startsWith('/android/partitions/'));
+  if (flashFacts.length === 0) return [];
+  return [`profile ${profile.id} marks these flashing facts as unconfirmed: ${flashFacts.join(', ')}; the device checks compare them with what the device reports`];
+}
+
+function slotWarnings(slot: FlashPlan['slot']): string[] {
   const target = slot?.targets.length === 1 ? slot.targets[0] : undefined;
-  if (slot && target !== undefined && target === slot.current) {
-    warnings.push(`slot ${target} is the slot the device runs now: if flashing stops part way, that slot holds a partial build; --slot other keeps it untouched until set_active`);
-  }
-  return warnings;
+  if (!slot || target === undefined || target !== slot.current) return [];
+  return [`slot ${target} is the slot the device runs now: if flashing stops part way, that slot holds a partial build; --slot other keeps it untouched until set_active`];
 }
 
 /** Reads DIR/build.json: the device id and the SHA-256 and size of each output file. */
@@ -231,7 +235,7 @@ export async function readBuildRecord(dir: string): Promise<BuildRecordSummary> 
   } catch (error) {
     throw new QwamosError('INPUT_INVALID', `${file} is not valid JSON (${(error as Error).message}); rebuild to rewrite it`, { cause: error });
   }
-  const outputs = (parsed as { outputs?: unknown }).outputs;
+  const outputs = typeof parsed === 'object' && parsed !== null ? (parsed as { outputs?: unknown }).outputs : undefined;
   if (!Array.isArray(outputs)) {
     throw new QwamosError('INPUT_INVALID', `${file} is invalid: at /outputs: expected a list of { name, size, sha256 }; rebuild to rewrite it`);
   }
@@ -250,14 +254,24 @@ export async function readBuildRecord(dir: string): Promise<BuildRecordSummary> 
   return { device: typeof device === 'string' ? device : undefined, sha256, sizes };
 }
 
-/** Lists the profile's images, then avb_custom_key where the profile says re-locking is supported. */
-async function collectImages(profile: DeviceProfile, dir: string): Promise<FlashImage[]> {
+/**
+ * Lists the profile's images, then avb_custom_key where the profile marks
+ * the bootloader as re-lockable. Heimdall plans leave out logical
+ * partitions, because Download mode writes only PIT partitions. `skipped`
+ * names each image left out.
+ */
+async function collectImages(profile: DeviceProfile, dir: string): Promise<{ images: FlashImage[]; skipped: string[] }> {
   const android = profile.android!;
   const heimdall = profile.flash.method === 'heimdall';
   const images: FlashImage[] = [];
+  const skipped: string[] = [];
 
   for (const [partition, spec] of Object.entries(android.partitions)) {
     if (spec.image === undefined) continue;
+    if (heimdall && spec.logical) {
+      skipped.push(`${spec.image} is not flashed: ${partition} is a logical partition inside super, which heimdall cannot write`);
+      continue;
+    }
     if (heimdall && spec.pitName === undefined) {
       throw new QwamosError('INPUT_INVALID', `device-profiles/${profile.id}.yaml is invalid: at /android/partitions/${partition}: heimdall needs the PIT name; add pitName`);
     }
@@ -271,7 +285,7 @@ async function collectImages(profile: DeviceProfile, dir: string): Promise<Flash
     const sparse = images.filter((image) => image.sparse).map((image) => image.file).join(', ');
     throw new QwamosError('INPUT_INVALID', `${sparse} in ${dir} is a sparse image, but heimdall writes files as they are; expand it with 'qwamos-build sparse unpack' in the build`);
   }
-  return images;
+  return { images, skipped };
 }
 
 async function describeImage(dir: string, partition: string, file: string, spec: PartitionSpec | undefined, ab: boolean): Promise<FlashImage> {
@@ -284,7 +298,7 @@ async function describeImage(dir: string, partition: string, file: string, spec:
   });
   if (!info.isFile()) throw new QwamosError('INPUT_INVALID', `${imagePath} is not a regular file`);
 
-  const sparse = await startsWithSparseMagic(imagePath);
+  const sparse = await isSparseImage(imagePath);
   const imageSize = sparse ? (await readSparseImage(imagePath)).rawSize : info.size;
   return {
     partition,
@@ -301,14 +315,7 @@ async function describeImage(dir: string, partition: string, file: string, spec:
   };
 }
 
-async function startsWithSparseMagic(file: string): Promise<boolean> {
-  const stream = createReadStream(file, { start: 0, end: 3 });
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  const head = Buffer.concat(chunks);
-  return head.length === 4 && head.readUInt32LE(0) === 0xed26ff3a;
-}
-
+/** Returns the SHA-256 of a file as lowercase hex, reading it in a stream. */
 export async function sha256OfFile(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -316,10 +323,11 @@ export async function sha256OfFile(file: string): Promise<string> {
 }
 
 /**
- * Returns the partitions to erase. Only partitions this plan flashes,
- * userdata, metadata and avb_custom_key may be erased: erasing anything
- * else (persist, efs, modem, the bootloader itself) can make a phone
- * unusable, so that stays a manual `fastboot erase`.
+ * Returns the partitions to erase. Only the physical partitions this plan
+ * flashes, userdata, metadata and avb_custom_key may be erased: erasing
+ * anything else (persist, efs, modem, the bootloader itself) can make a
+ * phone unusable, so that stays a manual `fastboot erase`. Logical
+ * partitions are left out because erases run in the bootloader.
  */
 function eraseTargets(profile: DeviceProfile, images: FlashImage[], options: FlashPlanOptions): { target: string; reason: 'requested' | 'wipe' }[] {
   const requested = options.erase ?? [];
@@ -328,7 +336,7 @@ function eraseTargets(profile: DeviceProfile, images: FlashImage[], options: Fla
   }
 
   const allowed = new Set<string>([...WIPE_PARTITIONS, AVB_CUSTOM_KEY_PARTITION]);
-  for (const image of images) {
+  for (const image of images.filter((candidate) => !candidate.logical)) {
     if (image.slotted) {
       allowed.add(`${image.partition}_a`);
       allowed.add(`${image.partition}_b`);
@@ -374,14 +382,14 @@ function fastbootSteps(images: FlashImage[], slot: FlashPlan['slot'], erase: { t
   return steps;
 }
 
-/** A heimdall plan is one `heimdall flash` call; its steps list the PIT partitions it writes. */
+/** Lists the PIT partitions of a heimdall plan as steps; heimdall writes them all in one `heimdall flash` call. */
 function heimdallSteps(images: FlashImage[], reboot: boolean): FlashStep[] {
   const steps: FlashStep[] = images.map((image) => ({ kind: 'flash', mode: 'download', image, target: image.pitName! }));
   if (reboot) steps.push({ kind: 'reboot' });
   return steps;
 }
 
-/** A plan as plain JSON for `flash --json`: steps with file names, sizes and digests, no Maps. */
+/** Converts a plan to plain JSON for `flash --json`: steps with file names, sizes and digests, no Maps. */
 export function planToJson(plan: FlashPlan): Record<string, unknown> {
   return {
     device: plan.device,

@@ -9,10 +9,11 @@
  * It never writes, and for heimdall it never contacts the phone, because
  * reading the PIT opens a Download mode session.
  */
-import { isQwamosError, QwamosError } from '../core/errors.js';
+import { isQwamosError } from '../core/errors.js';
 import type { DeviceProfile } from '../pipeline/profiles.js';
+import { verifyBuildOutput } from '../signing/verify-build.js';
 import {
-  checkBuildOutput, checkFailure, checkFastbootDevice, checkFastbootMode, checkFastbootPartitionSizes, checkResult,
+  checkAvbCustomKey, checkBuildOutput, checkFailure, checkFastbootDevice, checkFastbootMode, checkFastbootPartitionSizes, checkResult,
   enforceChecks, selectFastbootDevice, type CheckResult, type VerifyBuild,
 } from './flash-checks.js';
 import {
@@ -73,7 +74,10 @@ export async function flashBuild(options: FlashOptions): Promise<FlashResult> {
     wipe: options.wipe,
     reboot: options.reboot,
   });
-  const buildChecks = await checkBuildOutput(plan, options.verifyBuild ?? verifyBuildOutputDefault);
+  const buildChecks = [
+    ...await checkBuildOutput(plan, options.verifyBuild ?? verifyBuildOutput),
+    ...await checkAvbCustomKey(plan, options.profile),
+  ];
 
   if (plan.method === 'heimdall') return flashWithHeimdall(plan, buildChecks, options);
   if (options.dryRun && options.serial === undefined) {
@@ -92,10 +96,10 @@ async function flashWithFastboot(offlinePlan: FlashPlan, buildChecks: CheckResul
   if (!connection.client) throw checkFailure([...buildChecks, connection.mode]);
   const client = connection.client;
   const serial = connection.serial;
-  const mode = await checkFastbootMode(client, serial).catch((error: unknown) => noAnswer(error, serial));
+  const mode = await checkFastbootMode(client, serial).catch((error: unknown) => noResponseCheck(error, serial));
   if (!mode.ok || mode.product === undefined) throw checkFailure([...buildChecks, mode]);
 
-  const facts = await checkFastbootDevice(plan, options.profile, client, mode.product);
+  const facts = await checkFastbootDevice(options.profile, client, mode.product);
   if (plan.slot && facts.currentSlot) plan = resolvePlanSlots(plan, facts.currentSlot);
   const sizes = await checkFastbootPartitionSizes(plan, client);
   const checks = [...buildChecks, mode, ...facts.results, ...sizes];
@@ -109,14 +113,14 @@ async function flashWithFastboot(offlinePlan: FlashPlan, buildChecks: CheckResul
     maxDownloadSize: facts.maxDownloadSize,
     onProgress: (event) => options.onProgress?.({ tool: 'fastboot', event }),
   });
-  await log.note(`finished: ${readback.map((entry) => `${entry.variable}=${entry.value ?? '(no answer)'}`).join(' ')}`);
+  await log.note(`finished: ${readback.map((entry) => `${entry.variable}=${entry.value ?? '(no response)'}`).join(' ')}`);
   return { plan, checks: enforced, flashed: true, readback, logFile: log.path };
 }
 
 /**
- * Finds the device: a network address is used as given (`fastboot devices`
- * lists USB devices only); a USB device must be listed, and be the only one
- * unless `serial` names it.
+ * Finds the device. A network address is used as given, because `fastboot
+ * devices` lists USB devices only. A USB device must be listed, and be the
+ * only one unless `serial` names it.
  */
 async function connectFastboot(
   serial: string | undefined,
@@ -132,10 +136,10 @@ async function connectFastboot(
   return { client: new FastbootClient(selected.serial, log, timeouts), serial: selected.serial, mode: selected };
 }
 
-/** Turns "no device answered" into a failed mode check; other errors pass through. */
-function noAnswer(error: unknown, serial: string): CheckResult & { product?: string } {
+/** Turns "no device responded" into a failed mode check; other errors pass through. */
+function noResponseCheck(error: unknown, serial: string): CheckResult & { product?: string } {
   if (!isQwamosError(error, 'FLASH_FAILED')) throw error;
-  return checkResult('mode', false, `no fastboot device answered at ${serial} (${error.message}); boot the phone into the bootloader (fastboot mode) and check --serial or --transport`);
+  return checkResult('mode', false, `no fastboot device responded at ${serial} (${error.message}); boot the phone into the bootloader (fastboot mode) and check --serial or --transport`);
 }
 
 async function flashWithHeimdall(plan: FlashPlan, buildChecks: CheckResult[], options: FlashOptions): Promise<FlashResult> {
@@ -166,21 +170,4 @@ function markForced(results: CheckResult[], force: boolean | undefined): CheckRe
 /** Returns true when a dry run's checks would let the flash go ahead. */
 export function checksPass(results: readonly CheckResult[]): boolean {
   return results.every((result) => result.ok || result.forced === true);
-}
-
-/**
- * Runs verifyBuildOutput from signing/verify-build.ts.
- * TODO: import it statically once signing/verify-build.ts is in the tree; the
- * dynamic import keeps this module compiling and loading until then.
- */
-async function verifyBuildOutputDefault(dir: string): Promise<{ ok: boolean; failures: string[] }> {
-  const specifier = '../signing/verify-build.js';
-  let module: { verifyBuildOutput?: VerifyBuild };
-  try {
-    module = (await import(specifier)) as { verifyBuildOutput?: VerifyBuild };
-  } catch (error) {
-    throw new QwamosError('VERIFY_FAILED', `build verification is not available (signing/verify-build.ts could not be loaded: ${(error as Error).message}); flash --force skips the verify check`, { cause: error });
-  }
-  if (!module.verifyBuildOutput) throw new QwamosError('VERIFY_FAILED', 'signing/verify-build.ts exports no verifyBuildOutput');
-  return module.verifyBuildOutput(dir);
 }

@@ -3,13 +3,12 @@
  * or 070702 with checksums), uncompressed or gzip-compressed, concatenated
  * the way the Linux kernel unpacks them (init/initramfs.c, Linux 6.1).
  *
- * It reads everything the kernel would unpack and rejects what the kernel
- * reads differently from a plain reader: data after a gzip member, a second
- * archive at an unaligned offset, gzip headers the kernel's gunzip does not
- * parse, and two entries with the same path (the kernel overwrites the
- * first, so a reader that stops early would see other contents). Padding
- * must be NUL bytes and checksums must match, which the kernel does not
- * require.
+ * It reads everything the kernel would unpack, including data after a gzip
+ * member. It rejects what the kernel reads differently from a plain reader:
+ * a second archive at an unaligned offset, gzip headers the kernel's gunzip
+ * does not parse, and two entries with the same path, because the kernel
+ * overwrites the first. Padding must be NUL bytes and checksums must match,
+ * which the kernel does not require.
  *
  * The newc header layout is in images/cpio.ts, beside the writer.
  */
@@ -96,7 +95,7 @@ const GZIP_TRAILER_SIZE = 8;
 const GZIP_FLG_FTEXT = 0x01;
 const GZIP_FLG_FNAME = 0x08;
 
-/** Magic numbers of the other initramfs compressions the kernel knows (lib/decompress.c). */
+/** Magic numbers of the other initramfs compressions the kernel recognizes (lib/decompress.c). */
 const OTHER_COMPRESSIONS: { name: string; magic: number[] }[] = [
   { name: 'xz', magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00] },
   { name: 'zstd', magic: [0x28, 0xb5, 0x2f, 0xfd] },
@@ -106,7 +105,7 @@ const OTHER_COMPRESSIONS: { name: string; magic: number[] }[] = [
   { name: 'lzo', magic: [0x89, 0x4c, 0x5a] },
 ];
 
-/** Where the reader is: the archive name, and the gzip member when reading decompressed data. */
+/** Reader state: the archive name, the entries so far, and the gzip member when reading decompressed data. */
 interface ReadContext {
   source: string;
   /** Offset of the gzip member in the input, when reading its decompressed data. */
@@ -338,7 +337,7 @@ function toEntry(header: HeaderFields, name: string, body: Buffer, offset: numbe
   };
 }
 
-/** The kernel overwrites an earlier entry with a later one of the same path, so both cannot be trusted. */
+/** Rejects two entries with the same path: the kernel overwrites the earlier one, so the archive does not show which one the system uses. */
 function rejectDuplicatePaths(context: ReadContext): void {
   const seen = new Set<string>();
   for (const entry of context.entries) {

@@ -23,13 +23,11 @@ import { kernelSourceStep } from './steps/kernel-source.js';
 import { buildPhoneImages } from './phone-build.js';
 import { verifierStep } from './steps/verifier.js';
 import { CMDLINE_FILE, ROLLBACK_LOCATION, SYSTEM_MANIFEST_PARTITION_FILE, VBMETA_FILE, bootChainStep } from './steps/boot-chain.js';
-import { rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
+import { AVB_PUBLIC_KEY_FILE, publicKeyFiles, rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
 import { lazyFetch, signingFor, type BuildOptions } from './build-options.js';
 
 export type { BuildOptions };
 import { recordSigning } from '../signing/ledger.js';
-import { encodeAvbPublicKey } from '../signing/avb-key.js';
-import { pemEncode } from '../signing/keys-pkcs8.js';
 import { SYSTEM_IMAGE_FILE, VERITY_FILE, systemImageStep, type VerityRecord } from './steps/system-image.js';
 
 
@@ -57,22 +55,8 @@ interface HostStepInputs {
   rollbackIndex: number;
 }
 
-export const AVB_PUBLIC_KEY_FILE = 'keys/avb_pubkey.bin';
+export { AVB_PUBLIC_KEY_FILE };
 
-/** Public halves of the signing keys, published beside the images for `verify`. */
-async function publicKeyFiles(signing: SigningSetup): Promise<Record<string, Uint8Array | string>> {
-  const avbPem = await readFile(signing.avb.publicKeyFile, 'utf8');
-  const files: Record<string, Uint8Array | string> = {
-    'keys/root.pub': pemEncode('PUBLIC KEY', signing.root.publicKeySpki),
-    'keys/system-stage.pub': pemEncode('PUBLIC KEY', signing.systemStage.publicKeySpki),
-    'keys/guest-stage.pub': pemEncode('PUBLIC KEY', signing.guestStage.publicKeySpki),
-    [AVB_PUBLIC_KEY_FILE]: encodeAvbPublicKey(avbPem),
-  };
-  for (const key of [signing.systemStage, signing.guestStage]) {
-    if (key.certificateFile) files[`keys/${key.purpose}.cert`] = await readFile(key.certificateFile);
-  }
-  return files;
-}
 
 /** The chain section of build.json: which manifest covers which image, and who signs it. */
 function chainRecord(profile: DeviceProfile): Record<string, unknown> {

@@ -6,7 +6,6 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
-import { pemEncode } from '../signing/keys-pkcs8.js';
 import { runGraph } from './graph.js';
 import type { HostBuildResult } from './host-build.js';
 import { lazyFetch, signingFor, type BuildOptions } from './build-options.js';
@@ -14,7 +13,7 @@ import { findLockedInput, loadLockfile } from './lockfile.js';
 import type { DeviceProfile } from './profiles.js';
 import { publishBuild, type PublishedFile } from './publish.js';
 import { loadRecipe, sourceDateEpoch } from './recipes.js';
-import { rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
+import { publicKeyFiles, rawMldsaPublicKey, type SigningSetup } from './signing-setup.js';
 import { AVB_CUSTOM_KEY_FILE, SPARSE_DIR, androidImagesStep } from './steps/android-images.js';
 import { busyboxStep } from './steps/busybox.js';
 import { initramfsStep } from './steps/initramfs.js';
@@ -41,7 +40,13 @@ function chainRecord(profile: DeviceProfile): Record<string, unknown> {
       { stage: 'initramfs', manifest: 'init_boot.manifest', image: 'init_boot.img', signer: 'root' },
       { stage: 'system', manifest: 'system.manifest', image: 'system.img', signer: 'system-stage', verity: true },
     ],
-    keys: { root: 'keys/root.pub', 'system-stage': 'keys/system-stage.pub', 'guest-stage': 'keys/guest-stage.pub' },
+    keys: {
+      root: 'keys/root.pub',
+      'system-stage': 'keys/system-stage.pub',
+      'guest-stage': 'keys/guest-stage.pub',
+      'system-stage-certificate': 'keys/system-stage.cert',
+      'guest-stage-certificate': 'keys/guest-stage.cert',
+    },
   };
 }
 
@@ -82,11 +87,7 @@ export async function buildPhoneImages(profile: DeviceProfile, options: PhoneBui
     options.outDir,
     results,
     files,
-    {
-      'keys/root.pub': pemEncode('PUBLIC KEY', signing.root.publicKeySpki),
-      'keys/system-stage.pub': pemEncode('PUBLIC KEY', signing.systemStage.publicKeySpki),
-      'keys/guest-stage.pub': pemEncode('PUBLIC KEY', signing.guestStage.publicKeySpki),
-    },
+    await publicKeyFiles(signing),
     {
       formatVersion: 1,
       device: profile.id,

@@ -3,9 +3,11 @@
  * first use, release checks, and signers (local keys or an external
  * program such as an HSM front end).
  */
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
-import { decodeMlDsa87Spki } from '../signing/keys-pkcs8.js';
+import { encodeAvbPublicKey } from '../signing/avb-key.js';
+import { decodeMlDsa87Spki, pemEncode } from '../signing/keys-pkcs8.js';
 import { createDevKeysIfMissing } from '../signing/keys-generate.js';
 import { makeSigner, type Signer } from '../signing/keys-signer.js';
 import { getKey, loadKeyStore, requireReleaseKeys, type KeyStore, type StoredKey } from '../signing/keys-store.js';
@@ -65,4 +67,22 @@ export async function setUpSigning(options: SigningSetupOptions): Promise<Signin
     avb: getKey(store, 'avb'),
     signer: (purpose) => makeSigner(store, purpose, signerOptions),
   };
+}
+
+/** Where the build output keeps the AVB public key blob that boot-test and verify trust. */
+export const AVB_PUBLIC_KEY_FILE = 'keys/avb_pubkey.bin';
+
+/** Public halves of the signing keys, published beside the images for `verify`. */
+export async function publicKeyFiles(signing: SigningSetup): Promise<Record<string, Uint8Array | string>> {
+  const avbPem = await readFile(signing.avb.publicKeyFile, 'utf8');
+  const files: Record<string, Uint8Array | string> = {
+    'keys/root.pub': pemEncode('PUBLIC KEY', signing.root.publicKeySpki),
+    'keys/system-stage.pub': pemEncode('PUBLIC KEY', signing.systemStage.publicKeySpki),
+    'keys/guest-stage.pub': pemEncode('PUBLIC KEY', signing.guestStage.publicKeySpki),
+    [AVB_PUBLIC_KEY_FILE]: encodeAvbPublicKey(avbPem),
+  };
+  for (const key of [signing.systemStage, signing.guestStage]) {
+    if (key.certificateFile) files[`keys/${key.purpose}.cert`] = await readFile(key.certificateFile);
+  }
+  return files;
 }

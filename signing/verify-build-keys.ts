@@ -21,8 +21,9 @@ export interface ChainKey {
   /** Raw 2,592-byte ML-DSA-87 public key, when the file parsed. */
   publicKey?: Uint8Array;
   keyId?: Buffer;
+  /** Parsed certificate of a stage key, when the build names one; `failure` is set when it fails a check. */
   certificate?: KeyCertificate;
-  /** Why the key cannot be trusted: unreadable, invalid, or (stage keys) not certified by the root key. */
+  /** Why the key cannot be trusted: unreadable, invalid, or (stage keys) a certificate that fails its checks. */
   failure?: StageFailure;
 }
 
@@ -88,13 +89,15 @@ async function loadFolderKey(build: BuildOutput, role: ChainKeyRole): Promise<Ch
 /**
  * Loads the key of a stage role and checks its certificate against the
  * root key: the root signature, the purpose, the issuer and that the
- * subject key id is the id of the .pub file's key.
+ * subject key id is the id of the .pub file's key. A build that names no
+ * certificate (phone builds) leaves the key uncertified, and the boot
+ * chain's own rule remains: the previous stage's manifest must list it.
  */
 export async function loadStageKey(build: BuildOutput, role: Exclude<ChainKeyRole, 'root'>, root: ChainKey): Promise<ChainKey> {
   const key = await loadFolderKey(build, role);
-  if (key.failure !== undefined) return key;
-
   const certificateName = build.chain.keys[`${role}-certificate`];
+  if (key.failure !== undefined || certificateName === undefined) return key;
+
   const certificateFile = outputPath(build, certificateName);
   const invalid = (problem: string): StageFailure => ({ kind: 'certificate invalid', reason: `certificate invalid (${certificateFile}: ${problem})` });
   try {

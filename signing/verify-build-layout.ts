@@ -2,8 +2,13 @@
  * The build output folder as `qwamos-build verify` reads it: build.json
  * with its `chain` section, which names the manifests, images and keys of
  * each boot stage. A folder whose build.json is missing, invalid or lacks
- * the QWAMOS host chain is rejected with INPUT_NOT_FOUND or INPUT_INVALID
+ * the QWAMOS boot stages is rejected with INPUT_NOT_FOUND or INPUT_INVALID
  * (exit status 2), before any check runs.
+ *
+ * Host builds (QEMU) name stage-key certificates, the key embedded in the
+ * initramfs and the system manifest partition, and add boot.json and
+ * verity.json. Phone builds name none of these, so those checks run only
+ * for what the chain names or the folder contains.
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -56,8 +61,8 @@ export interface ChainRecord {
   deviceProfile: string;
   vbmeta?: ChainVbmeta;
   stages: ChainStage[];
-  /** Public key (SPKI PEM) file of each role, and the certificate of each stage role as ROLE-certificate. */
-  keys: Record<ChainKeyRole | 'system-stage-certificate' | 'guest-stage-certificate', string>;
+  /** Public key (SPKI PEM) file of each role, and the certificate of each stage role as ROLE-certificate when the build publishes one. */
+  keys: Record<ChainKeyRole, string> & Partial<Record<'system-stage-certificate' | 'guest-stage-certificate', string>>;
 }
 
 export interface BuildOutput {
@@ -69,14 +74,14 @@ export interface BuildOutput {
 }
 
 /**
- * The stages a QWAMOS host build signs, in boot order. A build.json whose
+ * The stages every QWAMOS build signs, in boot order. A build.json whose
  * chain lists other stages is rejected, so that a changed build.json
  * cannot drop a stage from the checks.
  */
-const HOST_CHAIN: readonly { stage: string; signer: ChainKeyRole; embeddedPublicKey?: true; verity?: true; manifestPartition?: true }[] = [
-  { stage: 'kernel', signer: 'root' },
-  { stage: 'initramfs', signer: 'root', embeddedPublicKey: true },
-  { stage: 'system', signer: 'system-stage', verity: true, manifestPartition: true },
+const BOOT_STAGES: readonly { stage: string; signer: ChainKeyRole; verity: boolean }[] = [
+  { stage: 'kernel', signer: 'root', verity: false },
+  { stage: 'initramfs', signer: 'root', verity: false },
+  { stage: 'system', signer: 'system-stage', verity: true },
 ];
 
 const fileName = { type: 'string', minLength: 1 } as const;
@@ -114,7 +119,7 @@ const CHAIN_SCHEMA = {
     },
     keys: {
       type: 'object',
-      required: ['root', 'system-stage', 'guest-stage', 'system-stage-certificate', 'guest-stage-certificate'],
+      required: ['root', 'system-stage', 'guest-stage'],
       properties: {
         root: fileName,
         'system-stage': fileName,
@@ -156,24 +161,21 @@ export async function readBuildOutput(dir: string): Promise<BuildOutput> {
   if (!validateChain(record.chain)) invalidOutput(file, `chain ${(validateChain.errors ?? []).map(describeSchemaError).join('; ')}`);
 
   const chain = record.chain as ChainRecord;
-  checkHostChain(chain, file);
+  checkBootStages(chain, file);
   checkFileNames(chain, file);
   if (chain.deviceProfile !== record.device) invalidOutput(file, `chain deviceProfile '${chain.deviceProfile}' differs from device '${record.device}'`);
   return { dir: absolute, device: record.device, chain };
 }
 
-function checkHostChain(chain: ChainRecord, file: string): void {
-  const expected = HOST_CHAIN.map((stage) => `${stage.stage} (${stage.signer})`).join(', ');
-  if (chain.stages.length !== HOST_CHAIN.length) invalidOutput(file, `chain lists ${chain.stages.length} stages; a QWAMOS host build has ${expected}`);
+function checkBootStages(chain: ChainRecord, file: string): void {
+  const expected = `${BOOT_STAGES.map((stage) => `${stage.stage} (${stage.signer})`).join(', ')}, the system with verity`;
+  if (chain.stages.length !== BOOT_STAGES.length) invalidOutput(file, `chain lists ${chain.stages.length} stages; a QWAMOS build has ${expected}`);
 
   chain.stages.forEach((stage, index) => {
-    const host = HOST_CHAIN[index]!;
-    const differs = stage.stage !== host.stage
-      || stage.signer !== host.signer
-      || (stage.embeddedPublicKey !== undefined) !== (host.embeddedPublicKey ?? false)
-      || (stage.verity ?? false) !== (host.verity ?? false)
-      || (stage.manifestPartition !== undefined) !== (host.manifestPartition ?? false);
-    if (differs) invalidOutput(file, `chain stage ${index} ('${stage.stage}' signed by ${stage.signer}) is not the host chain's stage ${index}; a QWAMOS host build has ${expected}, the initramfs with an embeddedPublicKey, the system with verity and a manifestPartition`);
+    const boot = BOOT_STAGES[index]!;
+    if (stage.stage !== boot.stage || stage.signer !== boot.signer || (stage.verity ?? false) !== boot.verity) {
+      invalidOutput(file, `chain stage ${index} ('${stage.stage}' signed by ${stage.signer}) is not stage ${index} of a QWAMOS build, which has ${expected}`);
+    }
   });
 }
 
@@ -181,7 +183,7 @@ function checkHostChain(chain: ChainRecord, file: string): void {
 function checkFileNames(chain: ChainRecord, file: string): void {
   const names = [
     ...chain.stages.flatMap((stage) => [stage.manifest, stage.image, ...(stage.manifestPartition === undefined ? [] : [stage.manifestPartition])]),
-    ...Object.values(chain.keys),
+    ...Object.values(chain.keys).filter((name): name is string => name !== undefined),
     ...(chain.vbmeta ? [chain.vbmeta.image, chain.vbmeta.publicKey, ...Object.values(chain.vbmeta.partitions)] : []),
   ];
   for (const name of names) {
@@ -209,6 +211,11 @@ export async function readOutputFile(build: BuildOutput, name: string): Promise<
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     checkFailed(`cannot read (${file}: ${code})`);
   }
+}
+
+/** Returns false when the file does not exist in the build output; other errors show when it is read. */
+export async function outputExists(build: BuildOutput, name: string): Promise<boolean> {
+  return stat(outputPath(build, name)).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT');
 }
 
 /** Reads and parses a JSON file of the build output; a missing file or invalid JSON fails the current check. */

@@ -42,11 +42,13 @@ export interface StageRow {
   verityRootDigest?: string;
   /** Names of the checks that passed, in the order they ran. */
   checks: string[];
+  /** Checks that did not run, each with the reason, such as 'rollback (no --counters)'. */
+  skipped: string[];
   failures: StageFailure[];
 }
 
 export function newRow(stage: string): StageRow {
-  return { stage, status: 'ok', checks: [], failures: [] };
+  return { stage, status: 'ok', checks: [], skipped: [], failures: [] };
 }
 
 /** Throws the VERIFY_FAILED error that runCheck records as a failure with `reason`. */

@@ -1,8 +1,8 @@
 /**
  * Checks that the dm-verity parameters signed into the system manifest are
- * the ones the build records in verity.json and the ones the kernel uses:
- * dm-init sets up the verity device from the `dm-mod.create=` parameter of
- * the kernel command line in boot.json (syntax in images/verity-dm.ts).
+ * the ones in verity.json and the ones the kernel uses. dm-init sets up the
+ * verity device from the `dm-mod.create=` parameter of the kernel command
+ * line in boot.json (syntax in images/verity-dm.ts).
  */
 import type { VerityParameters } from './manifest.js';
 import { checkFailed } from './verify-build-row.js';
@@ -16,7 +16,7 @@ const SECTOR_SIZE = 512;
  */
 const UNSAFE_VERITY_OPTIONS = ['ignore_corruption'];
 
-/** The values every check compares, as the manifest states them. */
+/** Returns the compared values as the manifest states them, in the verity.json field names. */
 function expectedValues(verity: VerityParameters): Record<string, string> {
   return {
     hashAlgorithm: verity.hashAlgorithm,

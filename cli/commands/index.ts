@@ -10,6 +10,8 @@ import { KEYS_COMMANDS } from './keys.js';
 import { BOOTIMG_COMMANDS } from './bootimg.js';
 import { SPARSE_COMMANDS } from './sparse.js';
 import { AVB_COMMANDS } from './avb.js';
+import { flashCommand } from './flash.js';
+import { verifyCommand } from './verify.js';
 
 export const COMMANDS: Command[] = [
   doctorCommand,
@@ -22,4 +24,6 @@ export const COMMANDS: Command[] = [
   ...BOOTIMG_COMMANDS,
   ...SPARSE_COMMANDS,
   ...AVB_COMMANDS,
+  flashCommand,
+  verifyCommand,
 ];

@@ -10,8 +10,8 @@
  * host sends download data as one or more packets after the DATA response.
  *
  * The emulator models two modes of a phone:
- * - bootloader: knows the physical partitions (boot_a, vbmeta_b, super,
- *   avb_custom_key, ...) and answers `is-userspace: no`;
+ * - bootloader: has the physical partitions (boot_a, vbmeta_b, super,
+ *   avb_custom_key, ...) and reports `is-userspace: no`;
  * - fastbootd (after `reboot-fastboot`): also knows the logical partitions
  *   inside super (system_a, system_b), resizes them, and answers
  *   `is-userspace: yes`. Its `current-slot` is the slot it booted from, so
@@ -30,7 +30,7 @@ const CHUNK_DONT_CARE = 0xcac3;
 const CHUNK_CRC32 = 0xcac4;
 
 const HANDSHAKE = 'FB01';
-/** A connection silent for this long is closed, so a stuck client never holds a test. */
+/** A connection silent for this long is closed, so a stuck client cannot keep a test running. */
 const IDLE_TIMEOUT_MS = 15_000;
 
 export type Slot = 'a' | 'b';
@@ -56,6 +56,8 @@ export interface FastbootEmulatorOptions {
   superSize?: number;
   /** Byte that new partitions are filled with. Default 0x00. */
   initialFill?: number;
+  /** Respond OKAY to set_active without changing the slot, as a faulty bootloader might. */
+  ignoreSetActive?: boolean;
 }
 
 /** One `flash:` command the emulator carried out. */
@@ -67,9 +69,16 @@ export interface FlashRecord {
   sparse: boolean;
 }
 
+/**
+ * How a dropped connection ends: `reset` sends a TCP RST, as a host whose
+ * socket vanished; `close` sends a FIN, an orderly close. fastboot 29.0.6
+ * reports a reset at once but keeps waiting after a FIN.
+ */
+export type DropKind = 'reset' | 'close';
+
 interface DownloadInterruption {
   afterBytes: number;
-  appliesTo: (downloadSize: number) => boolean;
+  kind: DropKind;
 }
 
 interface ConnectionState {
@@ -83,7 +92,7 @@ interface ConnectionState {
 }
 
 export class FastbootEmulator {
-  readonly options: Required<Omit<FastbootEmulatorOptions, 'logicalPartitions' | 'superSize' | 'serialNumber'>> & FastbootEmulatorOptions;
+  readonly options: FastbootEmulatorOptions & Required<Pick<FastbootEmulatorOptions, 'unlocked' | 'slotCount' | 'currentSlot' | 'maxDownloadSize' | 'initialFill'>>;
   /** Partition contents by full name; logical partitions are included in fastbootd and bootloader alike. */
   readonly storage = new Map<string, Buffer>();
   readonly logical = new Set<string>();
@@ -95,13 +104,20 @@ export class FastbootEmulator {
   unlocked: boolean;
   /** Every command received, in order, without download data. */
   readonly commands: string[] = [];
-  /** Commands and variables this emulator does not implement; each was answered FAIL. */
+  /** Commands and variables this emulator does not implement; it responded FAIL to each. */
   readonly unknown: string[] = [];
   readonly flashes: FlashRecord[] = [];
   /** Sizes of completed downloads. */
   readonly downloads: number[] = [];
   rebootCount = 0;
   connectionCount = 0;
+  /** CRC32 chunks seen in sparse downloads; they are skipped without a check. */
+  crc32Chunks = 0;
+  /**
+   * The AVB key flashed to avb_custom_key when `partitions` does not list
+   * that name: a bootloader then takes the key but reports no partition size.
+   */
+  avbCustomKey: Buffer | undefined;
 
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
@@ -161,11 +177,12 @@ export class FastbootEmulator {
   }
 
   /**
-   * Makes the next download that `appliesTo` accepts end with a dropped
-   * connection after `afterBytes` bytes of data, as a cable pulled mid-transfer.
+   * Drops the connection during the next download once `afterBytes` bytes
+   * of data have arrived, as a cable pulled mid-transfer. The partial
+   * download is discarded, as a device discards an incomplete one.
    */
-  interruptNextDownload(afterBytes: number, appliesTo: (downloadSize: number) => boolean = () => true): void {
-    this.interruption = { afterBytes, appliesTo };
+  interruptNextDownload(afterBytes: number, kind: DropKind = 'reset'): void {
+    this.interruption = { afterBytes, kind };
   }
 
   /** Returns the first `length` bytes stored in a partition. */
@@ -231,11 +248,12 @@ export class FastbootEmulator {
     const received = state.dataSize - state.dataRemaining;
 
     const interruption = this.interruption;
-    if (interruption && interruption.appliesTo(state.dataSize) && received >= interruption.afterBytes) {
+    if (interruption && received >= interruption.afterBytes) {
       this.interruption = undefined;
       state.dataRemaining = 0;
       state.dataParts = [];
-      state.socket.resetAndDestroy();
+      if (interruption.kind === 'reset') state.socket.resetAndDestroy();
+      else state.socket.destroy();
       return;
     }
 
@@ -315,12 +333,17 @@ export class FastbootEmulator {
   private flash(partition: string): string {
     if (!this.unlocked) return 'FAILFlashing is not allowed in Lock State';
     if (!this.download) return 'FAILno image downloaded';
+    if (partition === 'avb_custom_key' && !this.storage.has(partition) && this.mode === 'bootloader') {
+      this.avbCustomKey = Buffer.from(this.download);
+      this.flashes.push({ partition, mode: this.mode, downloadSize: this.download.length, sparse: false });
+      return 'OKAY';
+    }
     const target = this.partitionFor(partition);
     if (!target) return `FAILpartition ${partition} does not exist`;
 
     const data = this.download;
     const sparse = data.length >= 4 && data.readUInt32LE(0) === SPARSE_MAGIC;
-    const failure = sparse ? applySparseImage(data, target) : applyRawImage(data, target);
+    const failure = sparse ? applySparseImage(data, target, () => { this.crc32Chunks += 1; }) : applyRawImage(data, target);
     if (failure) return `FAIL${failure}`;
     this.flashes.push({ partition, mode: this.mode, downloadSize: data.length, sparse });
     return 'OKAY';
@@ -339,7 +362,7 @@ export class FastbootEmulator {
     if (!this.unlocked) return 'FAILSlot change is not allowed in Lock State';
     const name = slot.startsWith('_') ? slot.slice(1) : slot;
     if (this.options.slotCount === 0 || (name !== 'a' && name !== 'b')) return `FAILinvalid slot ${slot}`;
-    this.activeSlot = name;
+    if (!this.options.ignoreSetActive) this.activeSlot = name;
     return 'OKAY';
   }
 
@@ -410,7 +433,8 @@ export class FastbootEmulator {
         return this.partitionSize(argument) === undefined ? undefined : (this.logical.has(argument) ? 'yes' : 'no');
       case 'slot-successful':
       case 'slot-unbootable':
-        return slotted && (argument === 'a' || argument === 'b') ? (key === 'slot-successful' ? 'yes' : 'no') : undefined;
+        if (!slotted || (argument !== 'a' && argument !== 'b')) return undefined;
+        return key === 'slot-successful' ? 'yes' : 'no';
       default:
         this.unknown.push(`getvar:${name}`);
         return undefined;
@@ -427,12 +451,11 @@ function applyRawImage(data: Buffer, target: Buffer): string | undefined {
 
 /**
  * Decodes a sparse image into the partition as a device does: RAW and FILL
- * chunks write their blocks, DONT_CARE leaves the blocks as they are, and
- * CRC32 chunks are checked against the bytes written so far (DONT_CARE
- * blocks counted as zeros is what libsparse does; this emulator skips the
- * CRC because fastboot 29.0.6 does not send CRC32 chunks).
+ * chunks write their blocks, DONT_CARE leaves the blocks as they are.
+ * CRC32 chunks are counted and skipped without a check; the tests show
+ * that neither fastboot 29.0.6 nor our sparse writer sends one.
  */
-function applySparseImage(data: Buffer, target: Buffer): string | undefined {
+function applySparseImage(data: Buffer, target: Buffer, onCrc32Chunk: () => void): string | undefined {
   if (data.length < 28) return 'sparse image header is truncated';
   const fileHeaderSize = data.readUInt16LE(8);
   const chunkHeaderSize = data.readUInt16LE(10);
@@ -471,6 +494,7 @@ function applySparseImage(data: Buffer, target: Buffer): string | undefined {
       case CHUNK_DONT_CARE:
         break;
       case CHUNK_CRC32:
+        onCrc32Chunk();
         break;
       default:
         return `sparse chunk ${index} has unknown type 0x${type.toString(16)}`;

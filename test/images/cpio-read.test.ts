@@ -75,6 +75,11 @@ function handMadeGzip(data: Buffer, flags: number, extra: Buffer): Buffer {
   return Buffer.concat([header, extra, deflateRawSync(data), trailer]);
 }
 
+/** XORs the byte at `offset` with `mask`, in place. */
+function flipBits(bytes: Buffer, offset: number, mask: number): void {
+  bytes[offset] = bytes[offset]! ^ mask;
+}
+
 /** Appends NUL bytes up to a multiple of 4 bytes. */
 function padTo4(bytes: Buffer): Buffer {
   return Buffer.concat([bytes, Buffer.alloc((4 - (bytes.length % 4)) % 4)]);
@@ -140,7 +145,7 @@ describe('readCpio on valid archives', () => {
     expect(findCpioEntry(readCpio(archive), 'data')?.data.toString()).toBe('checksummed contents\n');
 
     const damaged = Buffer.from(archive);
-    damaged[archive.indexOf('checksummed')] ^= 0x01;
+    flipBits(damaged, archive.indexOf('checksummed'), 0x01);
     expect(readError(damaged).message).toContain("cpio checksum of entry 'data'");
   });
 
@@ -299,7 +304,7 @@ describe('readCpio rejects', () => {
 
   it('a gzip CRC32 mismatch that gzip reports too', async () => {
     const member = gzipSync(archive());
-    member[member.length - 8] ^= 0x01;
+    flipBits(member, member.length - 8, 0x01);
     const file = path.join(await newFolder('crc32'), 'bad.gz');
     await writeFile(file, member);
     await expect(runTool('gzip', ['-t', file])).rejects.toThrow(/gzip exited/);
@@ -309,14 +314,14 @@ describe('readCpio rejects', () => {
 
   it('a gzip ISIZE mismatch', () => {
     const member = gzipSync(archive());
-    member[member.length - 1] ^= 0x01;
+    flipBits(member, member.length - 1, 0x01);
 
     expect(readError(member).message).toContain(`gzip ISIZE does not match the decompressed size at byte ${member.length - 4}`);
   });
 
   it('damaged deflate data', () => {
     const member = gzipSync(Buffer.alloc(10_000, 0x61));
-    member[12] ^= 0xff;
+    flipBits(member, 12, 0xff);
 
     expect(readError(member).message).toMatch(/invalid deflate data \(.+\) at byte 10/);
   });
