@@ -11,6 +11,13 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { COUNTER_STORE_FILE_SIZE, encodeCounterStore } from '../../signing/manifest-counters.js';
+import { resolveCacheDir } from '../../pipeline/download-cache.js';
+import { DEV_PASSPHRASE } from '../../signing/keys-passphrase.js';
+import { decryptStoredKey } from '../../signing/keys-private.js';
+import { getKey, loadKeyStore } from '../../signing/keys-store.js';
+import { localMldsaSigner } from '../../signing/mldsa.js';
+import { parseManifest } from '../../signing/manifest-parse.js';
+import { signManifest } from '../../signing/manifest-sign.js';
 
 const run = promisify(execFile);
 const CLI = path.resolve('bin/qwamos-build.js');
@@ -167,6 +174,49 @@ describe('default host image', () => {
     expect(report.markers).toEqual([]);
   }, 60_000);
 
+  it('refuses to start QEMU when the initramfs does not match vbmeta', async () => {
+    const tampered = path.join(workDir, 'bad-initramfs');
+    await cp(outDir, tampered, { recursive: true });
+    await flipByte(path.join(tampered, 'initramfs.cpio.gz'), 50_000);
+
+    const result = await cli(['boot-test', tampered, '--json']);
+    const report = JSON.parse(result.stdout) as BootReport;
+
+    expect(result.status).toBe(1);
+    expect(report.failure.kind).toBe('stage0-verification-failed');
+    expect(report.failure.line).toMatch(/^qwamos: verification failed: boot: .*initramfs/);
+  }, 60_000);
+
+  it('halts when the system manifest is signed by a key not allowed for it', async () => {
+    const resigned = path.join(workDir, 'guest-signed');
+    await cp(outDir, resigned, { recursive: true });
+    const store = await loadKeyStore(path.join(cacheDir(), 'keys', 'dev'), { passphrase: DEV_PASSPHRASE });
+    const guest = await decryptStoredKey(store, getKey(store, 'guest-stage'));
+    if (guest.algorithm !== 'ML-DSA-87') throw new Error('the guest-stage key is not an ML-DSA-87 key');
+
+    const manifest = parseManifest(await readFile(path.join(resigned, 'system.manifest')));
+    const signed = await signManifest(manifest, localMldsaSigner(guest.secretKey), guest.publicKey);
+    const partition = Buffer.alloc(8192);
+    signed.copy(partition);
+    await writeFile(path.join(resigned, 'system-manifest.img'), partition);
+
+    const result = await cli(['boot-test', resigned, '--json']);
+    const report = JSON.parse(result.stdout) as BootReport;
+
+    expect(result.status).toBe(1);
+    expect(report.failure.line).toBe('qwamos: verification failed: system: unknown key');
+  }, 180_000);
+
+  it('rejects development keys in a release build', async () => {
+    const withoutKeys = await cli(['build', '--release', '--out', path.join(workDir, 'release')]);
+    expect(withoutKeys.status).toBe(2);
+    expect(withoutKeys.stderr).toContain('build --release needs --keys DIR with release keys');
+
+    const withDevKeys = await cli(['build', '--release', '--keys', path.join(cacheDir(), 'keys', 'dev'), '--out', path.join(workDir, 'release')]);
+    expect(withDevKeys.status).not.toBe(0);
+    expect(withDevKeys.stderr).toMatch(/dev/);
+  }, 60_000);
+
   it('halts an image with a lower rollback index after a higher one booted', async () => {
     const counters = path.join(workDir, 'counters.img');
     const newer = path.join(workDir, 'index-2');
@@ -245,6 +295,11 @@ const key = store.keys.find((candidate) => candidate.id === value('--key-id'));
 const signature = await makeSigner(store, key.purpose)(Buffer.concat(chunks), Buffer.from(value('--context'), 'hex'));
 process.stdout.write(signature);
 `;
+}
+
+/** The cache folder the CLI uses, as resolveCacheDir computes it. */
+function cacheDir(): string {
+  return resolveCacheDir();
 }
 
 interface BootReport {
