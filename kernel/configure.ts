@@ -64,7 +64,7 @@ export async function configureKernel(options: ConfigureOptions): Promise<Config
   await runMake(options, ['olddefconfig']);
   const config = await readConfigFile(configPath);
 
-  const index = await indexKconfig(options.sourceDir, { arch: sourceArch(options), archVariable: kernelArch(options) });
+  const index = (): ReturnType<typeof indexKconfig> => indexKconfig(options.sourceDir, { arch: sourceArch(options), archVariable: kernelArch(options) });
   const requested = await checkRequestedOptions(merged.requested, config, index);
   const ruleSet = typeof options.rules === 'object' ? options.rules : await loadRules(options.rules ?? defaultRulesPath());
   const rules = checkConfigAgainstRules(config, ruleSet.rules, { arch: sourceArch(options), ...(config.headerVersion ? { version: config.headerVersion } : {}) });

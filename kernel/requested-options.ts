@@ -42,19 +42,22 @@ export interface RequestedOptionsReport {
 
 /**
  * Compares each requested option with the final config and explains the
- * dropped ones from `index`.
+ * dropped ones from `index`. A function for `index` is called only when an
+ * option was dropped, so a passing check skips indexing the Kconfig tree.
  */
 export async function checkRequestedOptions(
   requested: ReadonlyMap<string, RequestedOption>,
   finalConfig: KernelConfig,
-  index: KconfigIndex,
+  index: KconfigIndex | (() => Promise<KconfigIndex>),
 ): Promise<RequestedOptionsReport> {
   const dropped: DroppedOption[] = [];
+  let loaded = typeof index === 'function' ? undefined : index;
 
   for (const option of requested.values()) {
     const actual = configValue(finalConfig, option.symbol);
     if (configValuesEqual(actual, option.value)) continue;
-    dropped.push(await explainDroppedOption(option, actual, finalConfig, index));
+    loaded ??= await (index as () => Promise<KconfigIndex>)();
+    dropped.push(await explainDroppedOption(option, actual, finalConfig, loaded));
   }
 
   return { ok: dropped.length === 0, checked: requested.size, dropped };
