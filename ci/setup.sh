@@ -61,7 +61,7 @@ fi
 
 # The host's apt lists are needed by 'apt-get download' for the pinned
 # architecture-independent inputs such as linux-source-6.1.
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -q
   else

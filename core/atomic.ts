@@ -17,6 +17,9 @@ export function temporaryPathFor(destination: string): string {
 /** Converts ENOSPC and EDQUOT into a DISK_FULL error that names the path. */
 export function rethrowWriteError(error: unknown, target: string): never {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOTDIR' || code === 'EEXIST') {
+    throw new QwamosError('INPUT_INVALID', `cannot write ${target}: a part of its path exists and is not a folder; choose another path`, { cause: error });
+  }
   if (code === 'ENOSPC' || code === 'EDQUOT') {
     throw new QwamosError('DISK_FULL', `no space left on the device while writing ${target}; free space on that file system or choose another --out or cache folder`, { cause: error });
   }
@@ -25,7 +28,7 @@ export function rethrowWriteError(error: unknown, target: string): never {
 
 /** Writes `data` to `destination` through a temporary file, fsync and rename. */
 export async function writeFileAtomic(destination: string, data: Uint8Array | string, mode = 0o644): Promise<void> {
-  await mkdir(path.dirname(destination), { recursive: true });
+  await mkdir(path.dirname(destination), { recursive: true }).catch((error: unknown) => rethrowWriteError(error, destination));
   const temporary = temporaryPathFor(destination);
 
   try {
@@ -49,7 +52,7 @@ export async function writeFileAtomic(destination: string, data: Uint8Array | st
  * `produce` succeeds. An existing destination is replaced.
  */
 export async function produceAtomic<T>(destination: string, produce: (temporaryPath: string) => Promise<T>): Promise<T> {
-  await mkdir(path.dirname(destination), { recursive: true });
+  await mkdir(path.dirname(destination), { recursive: true }).catch((error: unknown) => rethrowWriteError(error, destination));
   const temporary = temporaryPathFor(destination);
 
   try {

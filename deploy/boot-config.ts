@@ -43,7 +43,12 @@ export async function readBootConfig(dir: string): Promise<BootConfig> {
     throw error;
   }
 
-  const config = JSON.parse(text) as BootConfig;
+  let config: BootConfig;
+  try {
+    config = JSON.parse(text) as BootConfig;
+  } catch (error) {
+    throw new QwamosError('INPUT_INVALID', `${file} is not valid JSON (${(error as Error).message}); rebuild the folder with 'qwamos-build build'`);
+  }
   if (config.formatVersion !== 1) {
     throw new QwamosError('INPUT_INVALID', `${file}: unsupported formatVersion ${String(config.formatVersion)}; rebuild the folder with this version of qwamos-build`);
   }

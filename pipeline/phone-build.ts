@@ -3,7 +3,7 @@
  * signed as the device profile's partitions, from a prebuilt kernel Image
  * (phone kernel sources are not pinned here).
  */
-import { readdir } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
 import { runGraph } from './graph.js';
@@ -58,10 +58,33 @@ async function recordRollbackIndexes(profile: DeviceProfile, signing: SigningSet
   }
 }
 
+/** Offset and value of the arm64 Image header magic, "ARM\x64" (Linux Documentation/arm64/booting.rst). */
+const ARM64_IMAGE_MAGIC_OFFSET = 56;
+const ARM64_IMAGE_MAGIC = Buffer.from('ARM\x64', 'latin1');
+
+/** Rejects a --kernel file that is not an uncompressed arm64 kernel Image. */
+async function checkArm64Image(file: string): Promise<void> {
+  const header = Buffer.alloc(64);
+  let length: number;
+  try {
+    const handle = await open(file, 'r');
+    length = (await handle.read(header, 0, 64, 0)).bytesRead;
+    await handle.close();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new QwamosError('INPUT_NOT_FOUND', `--kernel ${file} not found`);
+    throw error;
+  }
+  const magic = header.subarray(ARM64_IMAGE_MAGIC_OFFSET, ARM64_IMAGE_MAGIC_OFFSET + 4);
+  if (length < 64 || !magic.equals(ARM64_IMAGE_MAGIC)) {
+    throw new QwamosError('INPUT_INVALID', `--kernel ${file} is not an arm64 kernel Image (no "ARM\\x64" magic at byte 56); give arch/arm64/boot/Image, not Image.gz or another file`);
+  }
+}
+
 export async function buildPhoneImages(profile: DeviceProfile, options: PhoneBuildOptions): Promise<HostBuildResult> {
   if (!options.kernelImage) {
     throw new QwamosError('USAGE', `device '${profile.id}' has no pinned kernel source (its kernel lives in ${profile.kernel.source.remote?.repository ?? 'an external repository'}); give a kernel Image with --kernel IMAGE`);
   }
+  await checkArm64Image(options.kernelImage);
   const recipe = await loadRecipe(options.recipeFile);
   const epoch = sourceDateEpoch(recipe);
   const lockfile = await loadLockfile(options.lockfilePath);

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { COUNTER_STORE_FILE_SIZE, encodeCounterStore } from '../../signing/manifest-counters.js';
-import { resolveCacheDir } from '../../pipeline/download-cache.js';
 import { DEV_PASSPHRASE } from '../../signing/keys-passphrase.js';
 import { decryptStoredKey } from '../../signing/keys-private.js';
 import { getKey, loadKeyStore } from '../../signing/keys-store.js';
@@ -46,13 +45,18 @@ interface BuildJson {
 
 let workDir: string;
 let outDir: string;
+let keysDir: string;
 let firstBuild: BuildJson;
 
 describe('default host image', () => {
   beforeAll(async () => {
     workDir = await mkdtemp(path.join(os.tmpdir(), 'qwamos-e2e-'));
     outDir = path.join(workDir, 'out');
-    const result = await cli(['build', '--out', outDir, '--json']);
+    // Keys of this run alone, so that no rollback index another build
+    // recorded in the shared dev-key ledger can refuse these builds.
+    keysDir = path.join(workDir, 'keys');
+    expect((await cli(['keys', 'generate', '--dir', keysDir, '--dev'])).status).toBe(0);
+    const result = await cli(['build', '--keys', keysDir, '--out', outDir, '--json']);
     expect(result.stderr + result.stdout).not.toContain('error:');
     expect(result.status).toBe(0);
     firstBuild = JSON.parse(result.stdout) as BuildJson;
@@ -104,7 +108,7 @@ describe('default host image', () => {
   }, 180_000);
 
   it('reuses every step when nothing changed', async () => {
-    const result = await cli(['build', '--out', outDir, '--json']);
+    const result = await cli(['build', '--keys', keysDir, '--out', outDir, '--json']);
     const second = JSON.parse(result.stdout) as BuildJson;
 
     expect(second.steps.map((step) => step.status)).toEqual(second.steps.map(() => 'cached'));
@@ -117,7 +121,7 @@ describe('default host image', () => {
     // A value no earlier run used, so the system image cannot come from the cache.
     await writeFile(path.join(recipeDir, 'sample-runtime', 'qwamos', 'etc', 'version'), `0.1.0-${path.basename(workDir)}\n`);
 
-    const result = await cli(['build', '--recipe', path.join(recipeDir, 'host.yaml'), '--out', path.join(workDir, 'out-changed'), '--json']);
+    const result = await cli(['build', '--keys', keysDir, '--recipe', path.join(recipeDir, 'host.yaml'), '--out', path.join(workDir, 'out-changed'), '--json']);
     const changed = JSON.parse(result.stdout) as BuildJson;
     const statusOf = Object.fromEntries(changed.steps.map((step) => [step.id, step.status]));
 
@@ -190,7 +194,7 @@ describe('default host image', () => {
   it('halts when the system manifest is signed by a key not allowed for it', async () => {
     const resigned = path.join(workDir, 'guest-signed');
     await cp(outDir, resigned, { recursive: true });
-    const store = await loadKeyStore(path.join(cacheDir(), 'keys', 'dev'), { passphrase: DEV_PASSPHRASE });
+    const store = await loadKeyStore(keysDir, { passphrase: DEV_PASSPHRASE });
     const guest = await decryptStoredKey(store, getKey(store, 'guest-stage'));
     if (guest.algorithm !== 'ML-DSA-87') throw new Error('the guest-stage key is not an ML-DSA-87 key');
 
@@ -212,7 +216,7 @@ describe('default host image', () => {
     expect(withoutKeys.status).toBe(2);
     expect(withoutKeys.stderr).toContain('build --release needs --keys DIR with release keys');
 
-    const withDevKeys = await cli(['build', '--release', '--keys', path.join(cacheDir(), 'keys', 'dev'), '--out', path.join(workDir, 'release')]);
+    const withDevKeys = await cli(['build', '--release', '--keys', keysDir, '--out', path.join(workDir, 'release')]);
     expect(withDevKeys.status).not.toBe(0);
     expect(withDevKeys.stderr).toMatch(/dev/);
   }, 60_000);
@@ -295,11 +299,6 @@ const key = store.keys.find((candidate) => candidate.id === value('--key-id'));
 const signature = await makeSigner(store, key.purpose)(Buffer.concat(chunks), Buffer.from(value('--context'), 'hex'));
 process.stdout.write(signature);
 `;
-}
-
-/** The cache folder the CLI uses, as resolveCacheDir computes it. */
-function cacheDir(): string {
-  return resolveCacheDir();
 }
 
 interface BootReport {

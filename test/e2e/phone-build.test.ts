@@ -31,7 +31,10 @@ let kernel: string;
 beforeAll(async () => {
   workDir = await mkdtemp(path.join(os.tmpdir(), 'qwamos-phone-'));
   kernel = path.join(workDir, 'Image');
-  await writeFile(kernel, randomBytes(2 * 1024 * 1024));
+  // Random bytes behind the arm64 Image header magic "ARM\x64" at byte 56.
+  const image = randomBytes(2 * 1024 * 1024);
+  image.write('ARM\x64', 56, 'latin1');
+  await writeFile(kernel, image);
 });
 
 describe.each(PHONES)('phone build for %s', (device) => {
@@ -80,13 +83,22 @@ describe.each(PHONES)('phone build for %s', (device) => {
 describe('phone build limits', () => {
   it('rejects a kernel too large for the boot partition', async () => {
     const huge = path.join(workDir, 'huge-Image');
-    await writeFile(huge, Buffer.alloc(70 * 1024 * 1024, 1));
+    const image = Buffer.alloc(70 * 1024 * 1024, 1);
+    image.write('ARM\x64', 56, 'latin1');
+    await writeFile(huge, image);
     const result = await cli(['build', '--device', 'pixel-8', '--kernel', huge, '--out', path.join(workDir, 'too-big'), '--quiet']);
 
     expect(result.status).toBe(2);
     expect(result.stderr).toContain('boot: image is');
     expect(result.stderr).toContain('partition boot is 67108864 bytes');
   }, 120_000);
+
+  it('rejects a kernel file without the arm64 Image header', async () => {
+    const result = await cli(['build', '--device', 'pixel-8', '--kernel', path.resolve('README.md'), '--out', path.join(workDir, 'not-a-kernel')]);
+
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('is not an arm64 kernel Image');
+  });
 
   it('asks for --kernel when the device kernel source is not pinned', async () => {
     const result = await cli(['build', '--device', 'pixel-8', '--out', path.join(workDir, 'no-kernel')]);
