@@ -244,13 +244,20 @@ function printChecks(checks: readonly CheckResult[]): void {
   process.stdout.write(`${formatTable(['result', 'check', 'detail'], rows)}\n`);
 }
 
+/** Checks that need the phone; a dry run without one cannot run them. */
+const DEVICE_CHECKS = ['mode', 'product', 'unlocked', 'slots', 'partition-size'] as const;
+
 function printDryRun(result: FlashResult): void {
   printPlan(result.plan);
   if (result.heimdallArgs) process.stdout.write(`heimdall ${result.heimdallArgs.join(' ')}\n`);
   process.stdout.write('\n');
   printChecks(result.checks);
-  const verdict = checksPass(result.checks) ? 'all checks pass' : 'checks failed, so flash would refuse';
+  const verdict = checksPass(result.checks) ? 'all checks that ran pass' : 'checks failed, so flash would refuse';
   process.stdout.write(`dry run: nothing was written; ${verdict}${result.logFile ? ` (log: ${result.logFile})` : ''}\n`);
+
+  const ran = new Set(result.checks.map((check) => check.name));
+  const notRun = DEVICE_CHECKS.filter((name) => !ran.has(name));
+  if (notRun.length > 0) process.stdout.write(`not checked without a device: ${notRun.join(', ')}\n`);
 }
 
 function printFlashed(result: FlashResult): void {
