@@ -15,8 +15,8 @@
  *   one data block there are no levels, the tree is empty and the root
  *   digest is H(salt || that block).
  */
-import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { createHash, hash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
 import { QwamosError } from '../core/errors.js';
 
 export type VerityHashAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -72,7 +72,11 @@ const DIGEST_SIZES: Record<VerityHashAlgorithm, number> = { sha1: 20, sha256: 32
 const MIN_BLOCK_SIZE = 512;
 const MAX_BLOCK_SIZE = 65536;
 
-/** Bytes read from a file per step when hashing a file source. */
+/**
+ * Bytes read from a file per step when hashing a file source. Two buffers of
+ * this size are in use, because the next chunk is read while the current one
+ * is hashed.
+ */
 export const READ_CHUNK_SIZE = 4 * 1024 * 1024;
 
 /** Throws INPUT_INVALID when `params` has an unknown algorithm, a bad block size or salt. */
@@ -131,10 +135,33 @@ export function hashBlock(algorithm: VerityHashAlgorithm, salt: Uint8Array, bloc
   return createHash(algorithm).update(salt).update(block).digest();
 }
 
+/** Writes H(salt || block) at byte `offset` of `output`. */
+type SaltedBlockHasher = (block: Uint8Array, output: Buffer, offset: number) => void;
+
+/**
+ * Returns a function that hashes blocks of `blockSize` bytes with the salt
+ * prepended. Each block is copied behind the salt in one reused buffer and
+ * hashed by one crypto.hash() call, which returns the digest as a latin1
+ * ('binary') string. SHA-256 over 4 KiB takes about 2.5 µs, so the cost per
+ * call matters. Measured on Node.js 20.20 (x86-64) with a 36-byte input, a
+ * call took about 0.3 µs with a string result, 1.2 µs with a Buffer result
+ * and 1.5 µs through createHash().update().digest().
+ */
+function createSaltedBlockHasher(algorithm: VerityHashAlgorithm, salt: Uint8Array, blockSize: number): SaltedBlockHasher {
+  const digestSize = DIGEST_SIZES[algorithm];
+  const input = Buffer.allocUnsafe(salt.length + blockSize);
+  input.set(salt, 0);
+
+  return (block, output, offset) => {
+    input.set(block, salt.length);
+    output.write(hash(algorithm, input, 'binary'), offset, digestSize, 'latin1');
+  };
+}
+
 /**
  * Computes the hash tree and root digest of `source` on the calling thread.
  * A file source is read in READ_CHUNK_SIZE chunks, so memory use is about
- * the tree size plus one chunk. Throws INPUT_INVALID when the data is empty
+ * the tree size plus two chunks. Throws INPUT_INVALID when the data is empty
  * or not a whole number of data blocks.
  */
 export async function computeHashTree(source: HashTreeSource, params: HashTreeParams): Promise<HashTree> {
@@ -203,37 +230,85 @@ export function allocateLeafDigests(layout: HashTreeLayout, hashBlockSize: numbe
  */
 export function hashDataBlocks(data: Uint8Array, firstBlock: number, count: number, params: HashTreeParams, digestStride: number, leafDigests: Uint8Array): void {
   const { dataBlockSize } = params;
+  const hashInto = createSaltedBlockHasher(params.hashAlgorithm, params.salt, dataBlockSize);
+  const output = Buffer.isBuffer(leafDigests) ? leafDigests : Buffer.from(leafDigests.buffer, leafDigests.byteOffset, leafDigests.byteLength);
+
   for (let i = 0; i < count; i++) {
-    const block = data.subarray(i * dataBlockSize, (i + 1) * dataBlockSize);
-    leafDigests.set(hashBlock(params.hashAlgorithm, params.salt, block), (firstBlock + i) * digestStride);
+    hashInto(data.subarray(i * dataBlockSize, (i + 1) * dataBlockSize), output, (firstBlock + i) * digestStride);
   }
 }
 
+/**
+ * Hashes the first `dataBlocks` blocks of a file. While one chunk is hashed
+ * on this thread, the next is read into the other buffer by the libuv
+ * thread pool. Each buffer has room for the salt in front of the chunk,
+ * which hashChunkInPlace needs.
+ */
 async function hashFileBlocks(filePath: string, dataBlocks: number, params: HashTreeParams, digestStride: number, leafDigests: Buffer): Promise<void> {
-  const blocksPerChunk = Math.max(1, Math.floor(READ_CHUNK_SIZE / params.dataBlockSize));
-  const chunk = Buffer.alloc(blocksPerChunk * params.dataBlockSize);
+  const { dataBlockSize, salt } = params;
+  const blocksPerChunk = Math.max(1, Math.floor(READ_CHUNK_SIZE / dataBlockSize));
+  const bufferSize = salt.length + Math.min(blocksPerChunk, dataBlocks) * dataBlockSize;
+  let readBuffer = Buffer.allocUnsafe(bufferSize);
+  let hashBuffer = Buffer.allocUnsafe(bufferSize);
   const handle = await open(filePath, 'r');
+  const readChunk = async (buffer: Buffer, firstBlock: number): Promise<Buffer> => {
+    const count = Math.min(blocksPerChunk, dataBlocks - firstBlock);
+    await readFully(handle, filePath, buffer.subarray(salt.length, salt.length + count * dataBlockSize), firstBlock * dataBlockSize);
+    return buffer.subarray(0, salt.length + count * dataBlockSize);
+  };
 
+  let pending: Promise<Buffer> | undefined = readChunk(readBuffer, 0);
   try {
     for (let done = 0; done < dataBlocks; done += blocksPerChunk) {
-      const count = Math.min(blocksPerChunk, dataBlocks - done);
-      const expected = count * params.dataBlockSize;
-      const position = done * params.dataBlockSize;
+      const chunk = await (pending as Promise<Buffer>);
+      [readBuffer, hashBuffer] = [hashBuffer, readBuffer];
 
-      let filled = 0;
-      while (filled < expected) {
-        const { bytesRead } = await handle.read(chunk, filled, expected - filled, position + filled);
-        if (bytesRead === 0) {
-          throw new QwamosError('INPUT_INVALID', `dm-verity data file ${filePath} ended at byte ${position + filled} while hashing; another process shortened it, so rebuild the image`);
-        }
-        filled += bytesRead;
-      }
-
-      hashDataBlocks(chunk, done, count, params, digestStride, leafDigests);
+      const next = done + blocksPerChunk;
+      pending = next < dataBlocks ? readChunk(readBuffer, next) : undefined;
+      hashChunkInPlace(chunk, done, params, digestStride, leafDigests);
     }
   } finally {
+    // A read still in flight after an error must finish before the file is closed.
+    await pending?.catch(() => undefined);
     await handle.close();
   }
+}
+
+/**
+ * Hashes the data blocks that follow salt.length bytes of headroom in
+ * `chunk` and writes the digest of block i at byte
+ * (firstBlock + i) * digestStride of `leafDigests`. Just before a block is
+ * hashed, the salt is written over the bytes in front of it, so
+ * salt || block is hashed in place without copying the block. Those bytes
+ * are the headroom for the first block and the end of the previous,
+ * already hashed block for the others. They always suffice, because a salt
+ * has at most 256 bytes and a data block at least 512. `chunk` is
+ * overwritten.
+ */
+function hashChunkInPlace(chunk: Buffer, firstBlock: number, params: HashTreeParams, digestStride: number, leafDigests: Buffer): void {
+  const { dataBlockSize, hashAlgorithm, salt } = params;
+  const digestSize = DIGEST_SIZES[hashAlgorithm];
+  const count = (chunk.length - salt.length) / dataBlockSize;
+
+  for (let i = 0; i < count; i++) {
+    const start = i * dataBlockSize;
+    chunk.set(salt, start);
+    const digest = hash(hashAlgorithm, chunk.subarray(start, start + salt.length + dataBlockSize), 'binary');
+    leafDigests.write(digest, (firstBlock + i) * digestStride, digestSize, 'latin1');
+  }
+}
+
+/** Fills `buffer` from byte `position` of the file; throws INPUT_INVALID when the file ends first. */
+async function readFully(handle: FileHandle, filePath: string, buffer: Buffer, position: number): Promise<Buffer> {
+  let filled = 0;
+  while (filled < buffer.length) {
+    const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, position + filled);
+    if (bytesRead === 0) {
+      throw new QwamosError('INPUT_INVALID', `dm-verity data file ${filePath} ended at byte ${position + filled} while hashing; another process shortened it, so rebuild the image`);
+    }
+    filled += bytesRead;
+  }
+  return buffer;
 }
 
 /** Builds the levels above level 0 and assembles the tree, top level first. */
@@ -249,13 +324,13 @@ export function buildTree(leafDigests: Buffer, layout: HashTreeLayout, params: H
 
   const tree = Buffer.alloc(layout.treeSize);
   leafDigests.copy(tree, layout.levelOffsets[0]);
+  const hashInto = createSaltedBlockHasher(params.hashAlgorithm, params.salt, hashBlockSize);
 
   for (let level = 1; level < levelCount; level++) {
     const below = levelView(tree, layout, level - 1, hashBlockSize);
     const offset = layout.levelOffsets[level] as number;
     for (let block = 0; block < (layout.levelBlocks[level - 1] as number); block++) {
-      const digest = hashBlock(params.hashAlgorithm, params.salt, below.subarray(block * hashBlockSize, (block + 1) * hashBlockSize));
-      digest.copy(tree, offset + block * layout.digestStride);
+      hashInto(below.subarray(block * hashBlockSize, (block + 1) * hashBlockSize), tree, offset + block * layout.digestStride);
     }
   }
 

@@ -172,6 +172,15 @@ describe('streaming and parallel hashing', () => {
     });
   }
 
+  it('parallel hashing leaves memory source intact', async () => {
+    const before = createHash('sha256').update(data).digest('hex');
+
+    await computeHashTreeParallel(data, treeParams, { workers: 2 });
+
+    expect(data.length).toBe(3001 * 4096);
+    expect(createHash('sha256').update(data).digest('hex')).toBe(before);
+  });
+
   it('parallel sha1 matches veritysetup', async () => {
     const sha1Params = params('sha1', Buffer.from('5eed', 'hex'));
     const reference = await veritysetupFormat('parallel-sha1', data, sha1Params);
@@ -181,6 +190,34 @@ describe('streaming and parallel hashing', () => {
     expect(result.rootDigest.toString('hex')).toBe(reference.root);
     expect(result.tree.equals(reference.tree)).toBe(true);
   });
+});
+
+describe('file sources against veritysetup format', () => {
+  // A file is hashed in place: the salt is written over the end of the previous block in the read buffer.
+  // These cases vary the salt length against the block size, and each file spans two 4 MiB read chunks.
+  const cases: Array<{ name: string; blocks: number; treeParams: HashTreeParams }> = [
+    { name: '256-byte salt, 512-byte blocks', blocks: 9000, treeParams: params('sha256', testData(256, 'long salt'), 512, 4096) },
+    { name: 'empty salt', blocks: 1500, treeParams: params('sha512', Buffer.alloc(0)) },
+    { name: 'sha1, odd salt length', blocks: 1100, treeParams: params('sha1', Buffer.from('0102030405', 'hex')) },
+  ];
+
+  for (const { name, blocks, treeParams } of cases) {
+    it(`matches tree and root: ${name}`, async () => {
+      const data = testData(blocks * treeParams.dataBlockSize, name);
+      const fileName = `file-${name.replace(/[ ,]+/g, '-')}`;
+      const reference = await veritysetupFormat(fileName, data, treeParams);
+      const dataPath = path.join(folder, `${fileName}.img`);
+      await writeFile(dataPath, data);
+
+      const oneThread = await computeHashTree({ path: dataPath }, treeParams);
+      const twoWorkers = await computeHashTreeParallel({ path: dataPath }, treeParams, { workers: 2 });
+
+      expect(oneThread.rootDigest.toString('hex')).toBe(reference.root);
+      expect(oneThread.tree.equals(reference.tree)).toBe(true);
+      expect(twoWorkers.rootDigest.toString('hex')).toBe(reference.root);
+      expect(twoWorkers.tree.equals(reference.tree)).toBe(true);
+    });
+  }
 });
 
 describe('appendHashTree', () => {
