@@ -32,7 +32,7 @@ const SPARSE_RAW_BYTES = 256 * MiB;
 /** The sparse benchmark's raw image alternates random and zero runs of this size. */
 const SPARSE_RUN_BYTES = 1 * MiB;
 /** Repetitions of the measurements over the large files, or --runs when that is smaller. */
-const LARGE_FILE_RUNS = 3;
+const LARGE_FILE_RUNS = 5;
 /** AOSP's libavb test keys (testkey_rsa*.pem), kept outside the repository beside it. */
 const AVB_TEST_KEYS_DIR = path.resolve(REPO_ROOT, '../shared/test-vectors/avb');
 const AVB_KEYS = [

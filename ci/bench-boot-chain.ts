@@ -215,7 +215,7 @@ export async function benchBootChain(context: BenchContext, buildDirOption: stri
     id: 'boot-chain',
     title: 'Verified boot chain',
     notes: [
-      `Build output: ${path.relative(process.cwd(), source) || source}${context.buildOutputDir === source ? ' (the cold build of this run)' : ''}. Every figure is the median of ${context.runs} runs.`,
+      `Build output: ${context.buildOutputDir === source ? 'the output folder of the host-build group\'s cold build in this run' : path.relative(process.cwd(), source) || source}. Every figure is the median of ${context.runs} runs.`,
     ],
     tables: [
       {
@@ -256,7 +256,7 @@ export async function benchBootChain(context: BenchContext, buildDirOption: stri
           printk
             ? 'Method: printk timestamps of the console lines.'
             : 'Method: the init\'s console lines carry no printk timestamps (they are written by the init, not by printk), so the times are the host\'s receive times of the serial lines. The first row brackets the init\'s command-line parsing and the qwamos-verify run (--verity-only, ML-DSA-87 signature, counter store); the second adds the dm-verity EROFS mount.',
-          `Accelerator: ${accelerators}. Under TCG the guest CPU is emulated, so guest times are much longer than on hardware.`,
+          `Accelerator: ${accelerators}. Under TCG QEMU emulates the arm64 CPU in software, so these guest times do not predict times on a phone.`,
         ],
       },
     ],

@@ -2,7 +2,7 @@
  * Shared parts of the benchmark groups: the result shape, timing of
  * in-process work and of host programs, medians and number formatting.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +34,8 @@ export interface GroupResult {
 export interface BenchContext {
   /** Repetitions of short measurements, whose median is reported. */
   runs: number;
+  /** Pairs of kernel step and plain make builds in the host-build group. */
+  kernelRuns: number;
   /** A build output folder made in this run (by the host-build group), for the boot-chain group. */
   buildOutputDir?: string;
   /** Called at the end of the run, in reverse order, to remove temporary folders. */
@@ -61,6 +63,24 @@ export function median(values: readonly number[]): number {
 
 export function elapsedMs(startedNs: bigint): number {
   return Number(process.hrtime.bigint() - startedNs) / 1e6;
+}
+
+/** Linux reports times in /proc in USER_HZ ticks, which is 100 on every architecture. */
+const USER_HZ = 100;
+
+/**
+ * Returns the CPU time, in milliseconds, that this process (all threads)
+ * and its waited-for children and their descendants have used: utime,
+ * stime, cutime and cstime from /proc/self/stat. Differences of this value
+ * measure work that runs in child processes, such as make, even when other
+ * processes compete for the CPUs.
+ */
+export function processTreeCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  // Fields after the parenthesized command name start with field 3 (state); utime is field 14.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const ticks = fields.slice(11, 15).reduce((sum, value) => sum + value, 0);
+  return (ticks * 1000) / USER_HZ;
 }
 
 /** Wall time, CPU time of all threads of this process, and sampled peak RSS of one in-process run. */

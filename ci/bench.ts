@@ -33,7 +33,7 @@ const GROUPS: readonly Group[] = [
   { id: 'android', kernel: false, run: (context) => benchAndroid(context) },
 ];
 
-const HELP = `Usage: npm run bench -- [--only GROUP]... [--quick] [--runs N] [--build-dir DIR] [--json] [--record]
+const HELP = `Usage: npm run bench -- [--only GROUP]... [--quick] [--runs N] [--kernel-runs N] [--build-dir DIR] [--json] [--record]
 
 Runs the benchmarks, each against its reference tool in the same run, and
 prints a table per group. Progress lines go to stderr.
@@ -51,7 +51,9 @@ Options:
   --quick          skip the groups that compile a kernel (host-build)
   --runs N         repetitions of each short measurement, whose median is
                    reported (default ${DEFAULT_RUNS}; the 1 GiB and 256 MiB file
-                   measurements use at most 3)
+                   measurements use at most 5)
+  --kernel-runs N  pairs of kernel step and plain make builds in host-build
+                   (default 1; each further pair adds about 6 minutes on 2 cores)
   --build-dir DIR  build output for boot-chain (default: the output of
                    host-build in this run, else out/qemu-virt-arm64)
   --json           print the results as JSON instead of tables
@@ -104,9 +106,9 @@ async function machineInfo(): Promise<MachineInfo> {
   };
 }
 
-function parseRuns(value: string | undefined): number {
-  if (value === undefined) return DEFAULT_RUNS;
-  if (!/^[1-9]\d{0,3}$/.test(value)) throw new QwamosError('USAGE', `bench: --runs must be a whole number from 1 to 9999, got '${value}'`);
+function parseCount(option: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^[1-9]\d{0,3}$/.test(value)) throw new QwamosError('USAGE', `bench: ${option} must be a whole number from 1 to 9999, got '${value}'`);
   return Number(value);
 }
 
@@ -180,7 +182,7 @@ function recordMarkdown(argv: string[], started: Date, machine: MachineInfo, run
     `- Date: ${started.toISOString()}`,
     `- Machine: ${machine.nproc} CPUs (nproc), ${machine.cpuModel}, ${machine.memoryGiB} GiB memory, ${machine.kernel}`,
     `- Node.js ${machine.node}; ${Object.entries(machine.tools).map(([name, version]) => `${name}: ${version}`).join('; ')}`,
-    '- Load average (1, 5, 15 min) before and after each group is in its heading line; other processes were running on the same 2 cores when the load is above 0.',
+    '- Each group lists the load average (1, 5 and 15 minutes) before and after it. It counts the benchmark\'s own processes too and lags by about a minute, so a load near 2 right after the kernel compile comes from the benchmark itself.',
     '',
   ];
 
@@ -226,6 +228,7 @@ async function main(argv: string[]): Promise<number> {
     only: { type: 'string', multiple: true },
     quick: { type: 'boolean', default: false },
     runs: { type: 'string' },
+    'kernel-runs': { type: 'string' },
     'build-dir': { type: 'string' },
     json: { type: 'boolean', default: false },
     record: { type: 'boolean', default: false },
@@ -237,7 +240,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const groups = selectGroups(values.only, values.quick);
-  const context: BenchContext = { runs: parseRuns(values.runs), cleanups: [] };
+  const context: BenchContext = { runs: parseCount('--runs', values.runs, DEFAULT_RUNS), kernelRuns: parseCount('--kernel-runs', values['kernel-runs'], 1), cleanups: [] };
   const interrupted = (): void => {
     progress('interrupted; removing temporary files');
     void runCleanups(context).finally(() => process.exit(130));
@@ -248,7 +251,7 @@ async function main(argv: string[]): Promise<number> {
   const machine = await machineInfo();
   const load = loadAverage();
   progress(`${machine.nproc} CPUs, ${machine.cpuModel}; load average ${load.join(' ')}; groups: ${groups.map((group) => group.id).join(', ')}`);
-  if ((load[0] ?? 0) > 0.5) progress('the machine is busy (1-minute load average above 0.5): other processes share the CPUs, so times will be longer; the load is recorded with each group');
+  if ((load[0] ?? 0) > 0.5) progress('the 1-minute load average is above 0.5, so other processes may be using the CPUs and make the times longer; each group records the load');
 
   const runs: GroupRun[] = [];
   try {
