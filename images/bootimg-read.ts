@@ -14,6 +14,7 @@ import {
 import type { ImageSection } from './bootimg-io.js';
 import { produceAtomic } from '../core/atomic.js';
 import { QwamosError } from '../core/errors.js';
+import { openByteSource, type ByteSource } from './byte-source.js';
 
 export interface BootImageInfo {
   kind: 'boot';
@@ -41,12 +42,6 @@ export interface VendorBootImageInfo {
 export type AnyBootImageInfo = BootImageInfo | VendorBootImageInfo;
 
 /** Bytes of an image, from a file or from memory. */
-interface ByteSource {
-  label: string;
-  size: number;
-  read(offset: number, length: number): Promise<Buffer>;
-  close(): Promise<void>;
-}
 
 /** Largest header that any version needs read at once: one 16 KiB page. */
 const MAX_HEADER_READ = 16384;
@@ -223,32 +218,8 @@ function requireLength(bytes: ByteSource, head: Buffer, needed: number): void {
   }
 }
 
-async function openSource(source: string | Uint8Array): Promise<ByteSource> {
-  if (typeof source !== 'string') {
-    const buffer = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
-    return {
-      label: 'the image',
-      size: buffer.length,
-      read: async (offset, length) => buffer.subarray(offset, Math.min(offset + length, buffer.length)),
-      close: async () => undefined,
-    };
-  }
-
-  const handle = await open(source, 'r').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') throw new QwamosError('INPUT_NOT_FOUND', `boot image ${source} does not exist; check the path`);
-    throw error;
-  });
-  const { size } = await handle.stat();
-  return {
-    label: source,
-    size,
-    read: async (offset, length) => {
-      const buffer = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
-      await handle.read(buffer, 0, buffer.length, offset);
-      return buffer;
-    },
-    close: () => handle.close(),
-  };
+function openSource(source: string | Uint8Array): Promise<ByteSource> {
+  return openByteSource(source, 'boot image');
 }
 
 /** Copies `section` from an open image file into a new file, 1 MiB at a time. */

@@ -7,6 +7,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { produceAtomic } from '../core/atomic.js';
 import { QwamosError } from '../core/errors.js';
+import { openByteSource, type ByteSource } from './byte-source.js';
 import {
   CHUNK_HEADER_SIZE, CHUNK_KIND_BY_TYPE, SPARSE_HEADER_SIZE, SPARSE_MAGIC, SPARSE_MAJOR_VERSION, SPARSE_MINOR_VERSION,
   decodeChunkHeader, decodeSparseHeader, encodedChunkSize, type ChunkKind, type SparseHeader,
@@ -39,12 +40,6 @@ export interface UnsparseOptions {
   verifyCrc?: boolean;
 }
 
-interface ByteSource {
-  label: string;
-  size: number;
-  read(offset: number, length: number): Promise<Buffer>;
-  close(): Promise<void>;
-}
 
 const PIECE_SIZE = 4 * 1024 * 1024;
 
@@ -250,30 +245,6 @@ async function writeAll(handle: FileHandle, data: Buffer, offset: number): Promi
   }
 }
 
-async function openSource(source: string | Uint8Array): Promise<ByteSource> {
-  if (typeof source !== 'string') {
-    const buffer = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
-    return {
-      label: 'the sparse image',
-      size: buffer.length,
-      read: async (offset, length) => buffer.subarray(offset, Math.min(offset + length, buffer.length)),
-      close: async () => undefined,
-    };
-  }
-
-  const handle = await open(source, 'r').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') throw new QwamosError('INPUT_NOT_FOUND', `sparse image ${source} does not exist; check the path`);
-    throw error;
-  });
-  const { size } = await handle.stat();
-  return {
-    label: source,
-    size,
-    read: async (offset, length) => {
-      const buffer = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
-      await handle.read(buffer, 0, buffer.length, offset);
-      return buffer;
-    },
-    close: () => handle.close(),
-  };
+function openSource(source: string | Uint8Array): Promise<ByteSource> {
+  return openByteSource(source, 'sparse image');
 }
