@@ -310,7 +310,7 @@ export async function benchHostBuild(context: BenchContext): Promise<GroupResult
           row('make -s kernelrelease alone', plain.kernelRelease),
         ],
         notes: [
-          'The kernel step also runs tinyconfig, merges the config fragments, runs olddefconfig, checks every requested option (indexing Kconfig only to explain a dropped one) and the requirement rules, then runs `make kernelrelease`, copies the Image and .config and digests its outputs. The last two rows time the configure phase (in a separate build folder) and the kernelrelease query alone, for comparison with plain make\'s olddefconfig.',
+          'The kernel step also runs tinyconfig, merges the config fragments, runs olddefconfig and checks every requested option (indexing Kconfig only to explain a dropped one) and the requirement rules. Then it runs `make kernelrelease`, copies the Image and .config and digests its outputs. The last two rows time the configure phase (in a separate build folder) and the kernelrelease query alone, for comparison with plain make\'s olddefconfig.',
           `Each pair runs the kernel step, then plain make. The first kernel step is the cold build's, which starts right after the source was extracted; later ones run the step's code (pipeline/steps/kernel.ts) directly, without the cache key and output digests. Plain make's ${profile.kernel.imageTarget} ${plains.every((each) => each.imageIdentical) ? 'is byte-identical to' : 'DIFFERS from'} the pipeline's.`,
           `Load from other processes (see the load average of the group) moves the wall-time overhead most; the CPU-time overhead is the steadier figure.${context.kernelRuns === 1 ? ' Use --kernel-runs N for more pairs.' : ''}`,
         ],

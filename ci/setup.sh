@@ -34,6 +34,7 @@ PACKAGES=(
   "openssl|tests cross-check key files and AVB signatures"
   "gzip|tests check the initramfs compression with gunzip"
   "linux-source-6.1|tests check the Kconfig indexer against the real kernel tree"
+  "time|benchmarks read CPU time and peak memory of reference tools with GNU time"
 )
 
 missing=()
