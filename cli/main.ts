@@ -33,10 +33,10 @@ export async function main(argv: string[]): Promise<number> {
   const selected = selectCommand(argv);
   const group = COMMANDS.filter((command) => command.name.length > 1 && command.name[0] === argv[0]);
   if (!selected && group.length > 0) {
-    const asked = argv.length === 1 || argv[1] === '--help' || argv[1] === '-h';
+    const helpRequested = argv.length === 1 || argv[1] === '--help' || argv[1] === '-h';
     const list = group.map((command) => `  ${command.name.join(' ').padEnd(28)}${command.summary}`).join('\n');
     const text = `Usage: qwamos-build ${argv[0]} SUBCOMMAND [OPTIONS]\n\nSubcommands:\n${list}\n\nRun 'qwamos-build ${argv[0]} SUBCOMMAND --help' for the options of one subcommand.\n`;
-    if (asked) {
+    if (helpRequested) {
       process.stdout.write(text);
       return argv.length === 1 ? 2 : 0;
     }

@@ -11,7 +11,7 @@ export interface HostTool {
   debianPackage: string;
   /** Arguments that make the program print its version. */
   versionArgs: string[];
-  /** What the build uses it for. */
+  /** Purpose of the program in the build or its tests. */
   purpose: string;
 }
 

@@ -5,12 +5,10 @@
  * hashed, and are renamed into place only when the digest matches the
  * lockfile. Every cache hit is hashed again before use.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { sha256File } from './digest.js';
 import { rethrowWriteError } from '../core/atomic.js';
 import { QwamosError } from '../core/errors.js';
 
@@ -46,12 +44,7 @@ export function cachedFilePath(cacheDir: string, sha256: string): string {
   return path.join(cacheDir, 'downloads', 'sha256', sha256);
 }
 
-/** Computes the SHA-256 of a file as lowercase hex, reading it as a stream. */
-export async function sha256File(filePath: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(filePath), hash);
-  return hash.digest('hex');
-}
+export { sha256File };
 
 /** Input name and expected digest of a file, for digest checks and their error messages. */
 export interface DigestSubject {

@@ -58,7 +58,7 @@ interface HostStepInputs {
 export { AVB_PUBLIC_KEY_FILE };
 
 
-/** The chain section of build.json: which manifest covers which image, and who signs it. */
+/** Describes the signed chain for build.json: which manifest covers which image, and which key signs it. */
 function chainRecord(profile: DeviceProfile): Record<string, unknown> {
   return {
     formatVersion: 1,
@@ -110,7 +110,7 @@ async function recordRollbackIndexes(profile: DeviceProfile, signing: SigningSet
   }
 }
 
-/** The kernel command line: console, dm-verity table for the system disk, recipe extras. */
+/** Builds the kernel command line: console, dm-verity table for the system disk, recipe extras. */
 export function kernelCmdline(profile: DeviceProfile, recipe: LoadedRecipe, verity: VerityRecord): string {
   const qemu = requireQemu(profile);
   const image: VerityImage = {

@@ -54,7 +54,7 @@ export interface DeviceProfile {
     source: {
       /** Lockfile input holding the source, when it can be fetched. */
       input?: string;
-      /** Where the device's kernel source lives when it is not pinned here. */
+      /** Location of the device's kernel source when it is not pinned in the lockfile. */
       remote?: { repository: string; branch: string; deviceRepositories?: string[]; defconfig?: string; fragments?: string[] };
     };
     version: string;

@@ -1,4 +1,4 @@
-/** Image recipes: YAML files in recipes/ that say what goes into an image. */
+/** Image recipes: YAML files in recipes/ that list what goes into an image. */
 import path from 'node:path';
 import { QwamosError } from '../core/errors.js';
 import { loadYamlFile } from '../core/schema.js';
@@ -34,7 +34,7 @@ export async function loadRecipe(file: string): Promise<LoadedRecipe> {
 }
 
 /**
- * The timestamp written into every image: SOURCE_DATE_EPOCH when set (the
+ * Returns the timestamp written into every image: SOURCE_DATE_EPOCH when set (the
  * reproducible-builds convention), else the recipe's value, else 0.
  */
 export function sourceDateEpoch(recipe: Recipe, env: NodeJS.ProcessEnv = process.env): number {

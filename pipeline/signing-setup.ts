@@ -69,7 +69,7 @@ export async function setUpSigning(options: SigningSetupOptions): Promise<Signin
   };
 }
 
-/** Where the build output keeps the AVB public key blob that boot-test and verify trust. */
+/** Path, inside a build output folder, of the AVB public key blob that boot-test and verify trust. */
 export const AVB_PUBLIC_KEY_FILE = 'keys/avb_pubkey.bin';
 
 /** Public halves of the signing keys, published beside the images for `verify`. */

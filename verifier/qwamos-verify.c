@@ -164,7 +164,7 @@ static void load_public_keys(const struct options *options) {
 }
 
 /*
- * A manifest partition holds the manifest followed by zero bytes, because a
+ * A manifest partition contains the manifest followed by zero bytes, because a
  * disk cannot end at an arbitrary byte. Returns the manifest's own size,
  * signed size + signature size (header offsets 16 and 20, u32 big-endian),
  * when it fits in `size` and every byte after it is zero; otherwise returns

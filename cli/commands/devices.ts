@@ -2,14 +2,15 @@ import { loadAllProfiles } from '../../pipeline/profiles.js';
 import type { DeviceProfile } from '../../pipeline/profiles.js';
 import { formatTable, parseCommandArgs, printJson, type Command } from '../command.js';
 
-/** The pinned lockfile input, else the remote repository branch. */
+/** Returns the pinned lockfile input, else the remote repository branch. */
 function kernelSource(profile: DeviceProfile): string {
   const source = profile.kernel.source;
   return source.input ?? `${source.remote?.branch ?? 'unknown'} (not pinned)`;
 }
 
 function yesNo(value: boolean | undefined): string {
-  return value === undefined ? '-' : value ? 'yes' : 'no';
+  if (value === undefined) return '-';
+  return value ? 'yes' : 'no';
 }
 
 export const devicesCommand: Command = {

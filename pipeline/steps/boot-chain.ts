@@ -73,7 +73,7 @@ async function stageManifest(stage: string, imagePath: string, options: BootChai
   };
 }
 
-/** An AVB hash descriptor as avbtool's add_hash_footer computes it, with a derived salt. */
+/** Computes an AVB hash descriptor as avbtool's add_hash_footer does, with a derived salt. */
 async function hashDescriptor(partitionName: string, imagePath: string): Promise<AvbDescriptor> {
   const image = await readFile(imagePath);
   const salt = deriveSalt('sha256', partitionName, createHash('sha256').update(image).digest());

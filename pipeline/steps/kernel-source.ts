@@ -6,7 +6,7 @@ import { extractDebMember } from '../deb.js';
 import type { LockedInput } from '../lockfile.js';
 import type { Step } from '../step.js';
 
-/** Folder inside the step output that holds the source tree. */
+/** Folder inside the step output that contains the source tree. */
 export const KERNEL_SOURCE_DIR = 'linux';
 
 /**

@@ -191,7 +191,7 @@ describe('default host image', () => {
     expect(report.failure.line).toMatch(/^qwamos: verification failed: boot: .*initramfs/);
   }, 60_000);
 
-  it('halts when the system manifest is signed by a key not allowed for it', async () => {
+  it('halts on a disallowed system signer', async () => {
     const resigned = path.join(workDir, 'guest-signed');
     await cp(outDir, resigned, { recursive: true });
     const store = await loadKeyStore(keysDir, { passphrase: DEV_PASSPHRASE });
@@ -281,7 +281,7 @@ describe('default host image', () => {
   }, 1_800_000);
 });
 
-/** An external signer that signs with a dev key store and logs each call's arguments. */
+/** Returns the source of an external signer that signs with a dev key store and logs each call's arguments. */
 function signerScript(keys: string, calls: string): string {
   const module = (name: string): string => JSON.stringify(path.resolve('dist/signing', name));
   return `
